@@ -1,0 +1,40 @@
+"""`rnnkit models`"""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from rnnkit.cli.common import handle_errors, out_console, report_plugin_failures
+
+
+@handle_errors
+def models(
+    settings: list[str] = typer.Option(None, "--set", "-s", help="Config value for the parameter count, "
+                                       "e.g. -s hidden_size=64 (applied to models that have the key).",
+                                       show_default=False),
+    input_size: int = typer.Option(10, help="Input size for the count (palindromes: 10 one-hot, 1 scalar).",
+                                   min=1),
+    num_classes: int = typer.Option(10, help="Number of classes for the count.", min=1),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """List every registered model: name, tasks, provider, and parameter count for a config."""
+    from rnnkit.models_table import list_models
+
+    rows = list_models(settings or [], input_size=input_size, num_classes=num_classes)
+    if as_json:
+        out_console.print_json(json.dumps(rows))
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"rnnkit models (parameters for input {input_size}, classes {num_classes})")
+        for column in ("name", "tasks", "provided by", "parameters", "config", "description"):
+            table.add_column(column, justify="right" if column == "parameters" else "left")
+        for row in rows:
+            config = ", ".join(f"{k}={v}" for k, v in row["config"].items())
+            params = f"{row['parameters']:,}" if row["parameters"] is not None else "-"
+            table.add_row(row["name"], ", ".join(row["tasks"]), f"{row['distribution']} {row['version']}",
+                          params, config, row["description"])
+        out_console.print(table)
+    report_plugin_failures()

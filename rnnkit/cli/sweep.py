@@ -1,0 +1,99 @@
+"""`rnnkit sweep --lengths 5-35`"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from rnnkit.cli.common import err_console, handle_errors, out_console, report_plugin_failures
+
+
+@handle_errors
+def sweep(
+    spec: Path = typer.Argument(None, help="Optional sweep spec (YAML): models, lengths, seeds, a base run "
+                                "spec and per-length overrides; options below override it.", show_default=False),
+    lengths: str = typer.Option(None, help="Palindrome lengths: 5-35, 5-35:5 or 5,10,20 [default: 5-35].",
+                                show_default=False),
+    models: str = typer.Option(None, help="Comma-separated model names [default: rnn,lstm].", show_default=False),
+    seeds: int = typer.Option(None, help="Seeds per (model, length): 0..N-1 [default: 1].", show_default=False),
+    workers: int = typer.Option(None, help="Runs in parallel, each in its own process [default: CPU count].",
+                                show_default=False),
+    out: Path = typer.Option(None, help="Sweep directory [default: runs/sweep-palindrome].", show_default=False),
+    settings: list[str] = typer.Option(None, "--set", "-s", help="Override for every run, e.g. -s "
+                                       "train.optimizer=adam (repeatable).", show_default=False),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
+) -> None:
+    """Train every model at every palindrome length; results.csv, a summary table and the figure.
+
+    Re-running the same sweep skips the runs already finished.
+    """
+    from rnnkit.errors import UsageError
+    from rnnkit.plotting import save_figure, sweep_figure
+    from rnnkit.progress import CountProgress
+    from rnnkit.sweep import FIGURE_FILE, SweepPlan, load_sweep_spec, parse_lengths, parse_models, run_sweep
+
+    file = load_sweep_spec(spec) if spec is not None else {}
+    name = file.get("name") or "sweep-palindrome"
+    n_workers = workers if workers is not None else file.get("workers", os.cpu_count() or 1)
+    if not isinstance(n_workers, int) or n_workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {n_workers}")
+    plan = SweepPlan(
+        models=parse_models(models if models is not None else file.get("models", "rnn,lstm")),
+        lengths=parse_lengths(lengths if lengths is not None else file.get("lengths", "5-35")),
+        seeds=seeds if seeds is not None else int(file.get("seeds", 1)),
+        out=out if out is not None else Path(file.get("out") or f"runs/{name}"),
+        base=file.get("spec", {}),
+        per_length=file.get("per_length", {}),
+        overrides=list(settings or []),
+    )
+    runs = len(plan.models) * len(plan.lengths) * plan.seeds
+    plan.run_specs()  # validate every run before starting any
+    report_plugin_failures()
+    err_console.print(f"sweep: {runs} runs ({', '.join(plan.models)} x {len(plan.lengths)} lengths x "
+                      f"{plan.seeds} seeds), {n_workers} workers -> {plan.out}")
+    with CountProgress(runs, "runs", enabled=progress) as bar:
+        def on_result(row: dict, skipped: bool) -> None:
+            bar.advance()
+            what = "skipped (done)" if skipped else row["status"]
+            acc = row["best_accuracy"]
+            acc_text = f"best acc {acc:.3f}" if isinstance(acc, float) else row.get("error", "")
+            line = f"{row['model']:>8} T={row['length']:<3} seed {row['seed']}: {what}, {acc_text}"
+            if bar.progress is not None:
+                bar.log(line)
+            else:
+                err_console.print(line, markup=False, highlight=False)
+
+        rows = run_sweep(plan, workers=n_workers, on_result=on_result)
+    figure = save_figure(sweep_figure(rows, title=f"Palindromes: {plan.out.name}"), plan.out / FIGURE_FILE)
+    out_console.print(summary_table(rows))
+    out_console.print(f"results: {plan.out / 'results.csv'}\nfigure:  {figure}", markup=False)
+    failed = [r for r in rows if r["status"] == "failed"]
+    if failed:
+        err_console.print(f"[yellow]{len(failed)} runs failed[/] (see the error column of results.csv)")
+
+
+def summary_table(rows: list[dict]):  # noqa: ANN201 - a rich Table
+    from rich.table import Table
+
+    from rnnkit.sweep import summarize
+
+    summary = summarize(rows)
+    table = Table(title="Best accuracy by palindrome length (mean ± std over seeds; steps)")
+    table.add_column("T", justify="right")
+    for model in summary:
+        table.add_column(model, justify="right")
+    lengths = sorted({t for by_length in summary.values() for t in by_length})
+    for t in lengths:
+        cells = []
+        for model in summary:
+            s = summary[model].get(t)
+            if s is None or not s["runs"]:
+                cells.append("failed" if s and s["failed"] else "-")
+                continue
+            std = f" ± {s['std']:.3f}" if s["runs"] > 1 else ""
+            colour = "green" if s["mean"] >= 0.99 else ("red" if s["mean"] < 0.5 else "yellow")
+            cells.append(f"[{colour}]{s['mean']:.3f}{std}[/] ({s['steps']:.0f})")
+        table.add_row(str(t), *cells)
+    return table

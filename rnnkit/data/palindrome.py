@@ -1,0 +1,91 @@
+"""Palindrome digits: predict the last digit of a palindrome from the digits before it.
+
+A palindrome of length T has its first ceil(T/2) digits uniform in 0-9 (leading zeros allowed) and
+the rest mirrored. The input is the first T-1 digits, the target the last one (equal to the first),
+so the model must carry the first digit across T-1 steps. Every batch is fresh, drawn as whole
+tensors from a seeded generator.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+NUM_DIGITS = 10
+
+
+@dataclass
+class PalindromeConfig:
+    """The palindrome task: sequence length and how digits are encoded."""
+
+    length: int = field(default=20, metadata={"ge": 2})
+    input: Literal["onehot", "scalar"] = "onehot"
+
+
+def palindrome_digits(batch_size: int, length: int, generator: torch.Generator) -> torch.Tensor:
+    """Random palindromes as digits, (batch, length) int64."""
+    half = math.ceil(length / 2)
+    first = torch.randint(0, NUM_DIGITS, (batch_size, half), generator=generator)  # (batch, half)
+    mirror = first[:, : length - half].flip(1)  # (batch, length - half)
+    return torch.cat([first, mirror], dim=1)  # (batch, length)
+
+
+def encode_digits(digits: torch.Tensor, encoding: str) -> torch.Tensor:
+    """(batch, seq) digits -> (batch, seq, 10) one-hot or (batch, seq, 1) scalar floats."""
+    if encoding == "onehot":
+        return F.one_hot(digits, NUM_DIGITS).float()
+    return digits.unsqueeze(-1).float()
+
+
+class PalindromeTask:
+    """Fresh batches of (inputs, last digit) and the last-step cross-entropy and accuracy."""
+
+    name = "palindrome"
+    model_task = "sequence-classification"
+
+    def __init__(self, config: PalindromeConfig, device: torch.device, seed: int) -> None:
+        self.config = config
+        self.device = device
+        self.train_generator = torch.Generator().manual_seed(seed)
+        self.eval_generator = torch.Generator().manual_seed(seed + 1_000_003)
+
+    @property
+    def dims(self) -> dict[str, int]:
+        """Keyword arguments a sequence-classification model is built with."""
+        return {"input_size": NUM_DIGITS if self.config.input == "onehot" else 1, "num_classes": NUM_DIGITS}
+
+    def batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        digits = palindrome_digits(batch_size, self.config.length, generator).to(self.device)
+        x = encode_digits(digits[:, :-1], self.config.input)  # (batch, length-1, input)
+        y = digits[:, -1]  # (batch,)
+        return x, y
+
+    def train_batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.batch(batch_size, self.train_generator)
+
+    @staticmethod
+    def loss_and_correct(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy of the last-step prediction and the number of correct predictions."""
+        logits = model(x)  # (batch, classes)
+        loss = F.cross_entropy(logits, y)
+        correct = (logits.argmax(dim=1) == y).sum()
+        return loss, correct
+
+    @torch.no_grad()
+    def evaluate(self, model: torch.nn.Module, batch_size: int, batches: int) -> dict[str, float]:
+        """Loss and accuracy on fresh palindromes from a generator training never draws from."""
+        was_training = model.training
+        model.eval()
+        total_loss, total_correct, total = 0.0, 0, 0
+        for _ in range(batches):
+            x, y = self.batch(batch_size, self.eval_generator)
+            loss, correct = self.loss_and_correct(model, x, y)
+            total_loss += loss.item() * len(y)
+            total_correct += int(correct)
+            total += len(y)
+        model.train(was_training)
+        return {"loss": total_loss / total, "accuracy": total_correct / total}

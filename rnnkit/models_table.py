@@ -1,0 +1,39 @@
+"""The data behind ``rnnkit models``: every registered model with its provider and parameter count."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from rnnkit.registry import TASKS, default_registry
+from rnnkit.spec import _Validator, parse_override
+
+
+def list_models(settings: list[str], *, input_size: int = 10, num_classes: int = 10) -> list[dict[str, Any]]:
+    """One dict per loadable model; ``settings`` (``key=value``) apply to models that have the key."""
+    values = dict(parse_override(s) for s in settings)
+    registry = default_registry()
+    entries = registry.load_all()
+    known = {name for e in entries for name in e.model.config_fields()}  # type: ignore[union-attr]
+    validator = _Validator(None, None)
+    for key in values:
+        if key not in known:
+            raise validator.unknown("", key, sorted(known))
+    dims = {"input_size": input_size, "num_classes": num_classes}
+    rows = []
+    for entry in entries:
+        model = entry.model
+        assert model is not None
+        fields = model.config_fields()
+        applied = {k: v for k, v in values.items() if k in fields}
+        config = validator.build(model.config, applied, "")
+        params = None
+        if "sequence-classification" in model.tasks:
+            wanted = {k: dims[k] for k in TASKS["sequence-classification"]}
+            params = model.parameter_count(config, **wanted)
+        rows.append({
+            "name": entry.name, "tasks": list(model.tasks), "distribution": entry.distribution,
+            "version": entry.version, "parameters": params, "config": dataclasses.asdict(config),
+            "description": model.description,
+        })
+    return rows

@@ -1,0 +1,177 @@
+"""Model registry: every model, built-in or plugin, is found through the ``rnnkit.models`` entry points.
+
+An entry point names a ``ModelDef`` (``"rnn = rnnkit.models.rnn:MODEL"``). rnnkit's own models are
+declared in its ``pyproject.toml`` exactly like a third-party plugin's, so the plugin path is the only
+path. Entry points are listed without importing anything; a model's module is imported the first time
+it is asked for. A plugin that fails to import is recorded in ``failures`` and skipped: everything else
+keeps working. This module does not import torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+from rnnkit.errors import ModelNotFoundError, RnnkitError, TaskNotSupportedError
+
+ENTRY_POINT_GROUP = "rnnkit.models"
+
+#: Tasks a model can declare, and the keyword arguments ``build`` receives for each.
+TASKS: dict[str, tuple[str, ...]] = {
+    "sequence-classification": ("input_size", "num_classes"),
+}
+
+
+@dataclass(frozen=True)
+class ModelDef:
+    """What a model package declares: its name, tasks, typed config and how to build it.
+
+    ``config`` is a dataclass whose fields (with types and defaults) are the model's hyperparameters;
+    ``build(config, **task_dims)`` returns a ``torch.nn.Module``; ``count_parameters`` (optional)
+    gives the trainable parameter count without building the model.
+    """
+
+    name: str
+    tasks: tuple[str, ...]
+    config: type
+    build: Callable[..., Any]
+    description: str = ""
+    count_parameters: Callable[..., int] | None = None
+
+    def make_config(self, values: dict[str, Any] | None = None) -> Any:
+        """The model's config with ``values`` applied over the defaults (validated by the spec layer)."""
+        return self.config(**(values or {}))
+
+    def config_fields(self) -> dict[str, dataclasses.Field]:
+        return {f.name: f for f in dataclasses.fields(self.config)}
+
+    def parameter_count(self, config: Any, **task_dims: int) -> int:
+        """Trainable parameters for ``config``; builds the model on the meta device if no formula."""
+        if self.count_parameters is not None:
+            return int(self.count_parameters(config, **task_dims))
+        import torch
+
+        with torch.device("meta"):
+            model = self.build(config, **task_dims)
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@dataclass
+class ModelEntry:
+    """One registered name: where it comes from, and its definition once loaded."""
+
+    name: str
+    value: str  # "module:attribute"
+    distribution: str
+    version: str
+    entry_point: metadata.EntryPoint | None = None
+    model: ModelDef | None = None
+
+
+@dataclass
+class PluginFailure:
+    name: str
+    distribution: str
+    error: str
+
+    def __str__(self) -> str:
+        return f"plugin model '{self.name}' from {self.distribution} failed to load: {self.error}"
+
+
+@dataclass
+class Registry:
+    """Registered models by name, loaded lazily, with the plugins that failed to load."""
+
+    entries: dict[str, ModelEntry] = field(default_factory=dict)
+    failures: list[PluginFailure] = field(default_factory=list)
+
+    @classmethod
+    def from_entry_points(cls) -> Registry:
+        registry = cls()
+        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+            dist = getattr(ep, "dist", None)
+            dist_name = dist.metadata["Name"] if dist is not None else "unknown"
+            version = dist.version if dist is not None else "?"
+            if ep.name in registry.entries:
+                registry.failures.append(
+                    PluginFailure(ep.name, dist_name, f"name already registered by "
+                                  f"{registry.entries[ep.name].distribution}; ignored")
+                )
+                continue
+            registry.entries[ep.name] = ModelEntry(ep.name, ep.value, dist_name, version, ep)
+        return registry
+
+    def add(self, model: ModelDef, distribution: str = "local", version: str = "") -> None:
+        """Register a definition directly (tests, interactive use)."""
+        self.entries[model.name] = ModelEntry(model.name, "", distribution, version, model=model)
+
+    def names(self) -> list[str]:
+        return sorted(self.entries)
+
+    def _load(self, entry: ModelEntry) -> ModelDef | None:
+        if entry.model is None and entry.entry_point is not None:
+            try:
+                loaded = entry.entry_point.load()
+                if not isinstance(loaded, ModelDef):
+                    raise TypeError(f"{entry.value} is a {type(loaded).__name__}, not a ModelDef")
+                if loaded.name != entry.name:
+                    raise ValueError(f"entry point '{entry.name}' names a model called '{loaded.name}'")
+                entry.model = loaded
+            except Exception as exc:  # a broken plugin must not take the others down
+                self.failures.append(PluginFailure(entry.name, entry.distribution, f"{type(exc).__name__}: {exc}"))
+                entry.entry_point = None
+        return entry.model
+
+    def load_all(self) -> list[ModelEntry]:
+        """Every entry whose model loaded; failures are recorded, not raised."""
+        return [e for e in (self.entries[n] for n in self.names()) if self._load(e) is not None]
+
+    def get(self, name: str, task: str | None = None) -> ModelDef:
+        """The model called ``name``; with ``task``, also check the model declares it."""
+        entry = self.entries.get(name)
+        model = self._load(entry) if entry is not None else None
+        if model is None:
+            raise ModelNotFoundError(self._unknown_message(name))
+        if task is not None and task not in model.tasks:
+            raise TaskNotSupportedError(
+                f"model '{name}' does not support task '{task}' (it supports: {', '.join(model.tasks)})"
+            )
+        return model
+
+    def _unknown_message(self, name: str) -> str:
+        failed = {f.name: f for f in self.failures}
+        if name in failed:
+            return f"model '{name}' is registered but failed to load: {failed[name].error}"
+        available = [n for n in self.names() if n not in failed]
+        close = difflib.get_close_matches(name, available, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        return f"unknown model '{name}'.{hint} Available: {', '.join(available) or 'none'}"
+
+
+_default: Registry | None = None
+
+
+def default_registry() -> Registry:
+    """The process-wide registry read from the installed entry points (built once)."""
+    global _default
+    if _default is None:
+        _default = Registry.from_entry_points()
+    return _default
+
+
+def get_model(name: str, task: str | None = None) -> ModelDef:
+    return default_registry().get(name, task)
+
+
+def create_model(name: str, task: str, config: dict[str, Any] | None = None, **task_dims: int) -> Any:
+    """Build the registered model ``name`` for ``task`` with ``config`` over its defaults."""
+    model_def = get_model(name, task)
+    try:
+        cfg = model_def.make_config(config)
+    except TypeError as exc:
+        raise RnnkitError(f"model '{name}': {exc}") from exc
+    return model_def.build(cfg, **task_dims)

@@ -1,0 +1,334 @@
+"""Run specs: YAML files plus dotted command-line overrides, validated against typed dataclasses.
+
+A spec has four parts: run settings (name, seed, device, output), ``task`` (chosen by ``task.name``),
+``model`` (chosen by ``model.name``, its fields are that model's config dataclass) and ``train``.
+Every key is checked against the dataclass that owns it: unknown keys are rejected with the valid
+keys listed, values must have the declared type (ints are accepted for floats, ``1e-3`` is read as
+a float), and numeric fields may declare bounds (``metadata={"gt": 0}``). Errors name the dotted key
+and, for keys that come from the file, its line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from rnnkit.errors import SpecError
+
+
+@dataclass
+class EarlyStopConfig:
+    """Stop once the mean accuracy of the last ``window`` training batches (each fresh data) reaches
+    ``threshold``; 0 disables."""
+
+    threshold: float = field(default=0.99, metadata={"ge": 0, "le": 1})
+    window: int = field(default=50, metadata={"ge": 1})
+
+
+@dataclass
+class PlateauConfig:
+    """Stop a run whose best windowed accuracy has not improved by ``min_delta`` in ``patience``
+    steps (0 disables); such a run is recorded with status ``plateau``."""
+
+    patience: int = field(default=2000, metadata={"ge": 0})
+    min_delta: float = field(default=0.01, metadata={"ge": 0})
+
+
+@dataclass
+class TrainConfig:
+    """Optimiser, clipping, schedule and stopping rules (defaults from the course)."""
+
+    optimizer: Literal["sgd", "momentum", "rmsprop", "adam"] = "rmsprop"
+    lr: float = field(default=1e-3, metadata={"gt": 0})
+    momentum: float = field(default=0.9, metadata={"ge": 0, "lt": 1})
+    weight_decay: float = field(default=0.0, metadata={"ge": 0})
+    batch_size: int = field(default=128, metadata={"gt": 0})
+    max_steps: int = field(default=10_000, metadata={"gt": 0})
+    max_norm: float = field(default=10.0, metadata={"ge": 0})
+    schedule: Literal["constant", "step", "exponential", "cosine"] = "constant"
+    lr_decay_every: int = field(default=5000, metadata={"gt": 0})
+    lr_gamma: float = field(default=0.96, metadata={"gt": 0, "le": 1})
+    log_every: int = field(default=50, metadata={"gt": 0})
+    eval_batches: int = field(default=10, metadata={"gt": 0})
+    early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
+    plateau: PlateauConfig = field(default_factory=PlateauConfig)
+
+
+@dataclass
+class RunSpec:
+    """A fully resolved run: every field typed and filled."""
+
+    name: str
+    seed: int
+    device: str
+    out_dir: str
+    task: Any  # the task's config dataclass
+    task_name: str
+    model: Any  # the model's config dataclass
+    model_name: str
+    train: TrainConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved spec as plain data, loadable again with ``resolve_spec``."""
+        return {
+            "name": self.name,
+            "seed": self.seed,
+            "device": self.device,
+            "out_dir": self.out_dir,
+            "task": {"name": self.task_name, **dataclasses.asdict(self.task)},
+            "model": {"name": self.model_name, **dataclasses.asdict(self.model)},
+            "train": dataclasses.asdict(self.train),
+        }
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+@dataclass
+class _RunSettings:
+    name: str = "run"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    out_dir: str = "runs"
+
+
+TOP_LEVEL_KEYS = ("name", "seed", "device", "out_dir", "task", "model", "train")
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and overriding
+
+
+def load_yaml(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """Parse a spec file; returns the mapping and the line of every dotted key."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"spec file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read spec {path}: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+        node = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(f"malformed YAML in {path}{where}: {problem}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError(f"spec {path} must be a mapping of keys to values, not a {type(data).__name__}")
+    lines: dict[str, int] = {}
+    _collect_lines(node, "", lines)
+    return data, {k: v for k, v in lines.items()}
+
+
+def _collect_lines(node: yaml.Node | None, prefix: str, lines: dict[str, int]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = f"{prefix}{key_node.value}"
+            lines[key] = key_node.start_mark.line + 1
+            _collect_lines(value_node, key + ".", lines)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``a.b=value`` -> ("a.b", value parsed as YAML), so ``true``, ``3``, ``[1, 2]`` keep their types."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise SpecError(f"override '{text}' is not of the form key.sub=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | list[tuple[str, Any]]) -> dict[str, Any]:
+    """A copy of ``data`` with each dotted override set (keys are checked later, in validation)."""
+    result = _deep_copy(data)
+    for item in overrides:
+        key, value = parse_override(item) if isinstance(item, str) else item
+        set_dotted(result, key, value)
+    return result
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            raise SpecError(f"cannot set '{key}': '{'.'.join(parts[: i + 1])}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _deep_copy(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _deep_copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deep_copy(v) for v in data]
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+
+
+class _Validator:
+    def __init__(self, lines: dict[str, int] | None, source: str | None) -> None:
+        self.lines = lines or {}
+        self.source = source
+
+    def error(self, key: str, message: str) -> SpecError:
+        line = self.lines.get(key)
+        where = f" ({self.source} line {line})" if line and self.source else ""
+        return SpecError(f"{key}: {message}{where}")
+
+    def unknown(self, prefix: str, key: str, valid: list[str]) -> SpecError:
+        close = difflib.get_close_matches(key, valid, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        return self.error(f"{prefix}{key}", f"unknown key.{hint} Valid keys: {', '.join(valid)}")
+
+    def build(self, cls: type, data: Any, prefix: str, skip: tuple[str, ...] = ()) -> Any:
+        """Instantiate dataclass ``cls`` from ``data``, checking keys, types and bounds."""
+        section = prefix.rstrip(".") or "spec"
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise self.error(section, f"must be a mapping, got {_describe(data)}")
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        valid = sorted(set(fields) | set(skip))
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in skip:
+                continue
+            if key not in fields:
+                raise self.unknown(prefix, str(key), valid)
+            kwargs[key] = self.value(hints[key], value, f"{prefix}{key}", fields[key].metadata)
+        return cls(**kwargs)
+
+    def value(self, tp: Any, value: Any, key: str, meta: Any = None) -> Any:
+        origin = typing.get_origin(tp)
+        if dataclasses.is_dataclass(tp):
+            return self.build(tp, value, key + ".")
+        if origin is Literal:
+            choices = typing.get_args(tp)
+            if value not in choices:
+                raise self.error(key, f"must be one of {', '.join(map(str, choices))}, got {value!r}")
+            return value
+        if origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            if value is None:
+                return None
+            return self.value(args[0], value, key, meta)
+        if origin in (list, tuple):
+            if not isinstance(value, (list, tuple)):
+                raise self.error(key, f"must be a list, got {_describe(value)}")
+            (item_tp, *_) = typing.get_args(tp) or (Any,)
+            return [self.value(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
+        if tp is bool:
+            if not isinstance(value, bool):
+                raise self.error(key, f"must be true or false, got {_describe(value)}")
+            return value
+        if tp is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise self.error(key, f"must be an integer, got {_describe(value)}")
+            return self.bounds(key, value, meta)
+        if tp is float:
+            if isinstance(value, str):
+                try:
+                    value = float(value)
+                except ValueError:
+                    raise self.error(key, f"must be a number, got {_describe(value)}") from None
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise self.error(key, f"must be a number, got {_describe(value)}")
+            return self.bounds(key, float(value), meta)
+        if tp is str:
+            if not isinstance(value, str):
+                raise self.error(key, f"must be a string, got {_describe(value)}")
+            return value
+        return value
+
+    def bounds(self, key: str, value: float, meta: Any) -> Any:
+        meta = meta or {}
+        checks = (("gt", lambda v, b: v > b, "greater than"), ("ge", lambda v, b: v >= b, "at least"),
+                  ("lt", lambda v, b: v < b, "less than"), ("le", lambda v, b: v <= b, "at most"))
+        for name, ok, words in checks:
+            if name in meta and not ok(value, meta[name]):
+                raise self.error(key, f"must be {words} {meta[name]}, got {value}")
+        return value
+
+
+def _describe(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}" if value is not None else "nothing"
+
+
+def _section_name(data: dict[str, Any], section: str, validator: _Validator, default: str | None) -> str:
+    block = data.get(section)
+    if block is None:
+        block = {}
+    if not isinstance(block, dict):
+        raise validator.error(section, f"must be a mapping, got {_describe(block)}")
+    name = block.get("name", default)
+    if not isinstance(name, str) or not name:
+        raise validator.error(f"{section}.name", "is required (a registered name)")
+    return name
+
+
+def resolve_spec(
+    data: dict[str, Any],
+    overrides: list[str] | list[tuple[str, Any]] = (),
+    *,
+    lines: dict[str, int] | None = None,
+    source: str | None = None,
+    default_name: str = "run",
+) -> RunSpec:
+    """Validate ``data`` (with ``overrides`` applied) into a RunSpec, loading the named model."""
+    from rnnkit.registry import get_model
+    from rnnkit.tasks import task_types
+
+    data = apply_overrides(data, list(overrides))
+    validator = _Validator(lines, source)
+    for key in data:
+        if key not in TOP_LEVEL_KEYS:
+            raise validator.unknown("", str(key), list(TOP_LEVEL_KEYS))
+    settings = validator.build(
+        _RunSettings, {k: data[k] for k in ("name", "seed", "device", "out_dir") if k in data}, ""
+    )
+    if "name" not in data:
+        settings.name = default_name
+    if not settings.name or "/" in settings.name or settings.name in (".", ".."):
+        raise validator.error("name", f"must be a plain directory name, got {settings.name!r}")
+
+    tasks = task_types()
+    task_name = _section_name(data, "task", validator, "palindrome")
+    if task_name not in tasks:
+        raise validator.error("task.name", f"unknown task '{task_name}'. Available: {', '.join(tasks)}")
+    task = validator.build(tasks[task_name].config, data.get("task"), "task.", skip=("name",))
+
+    model_name = _section_name(data, "model", validator, None)
+    model_def = get_model(model_name, tasks[task_name].model_task)
+    model = validator.build(model_def.config, data.get("model"), "model.", skip=("name",))
+    train = validator.build(TrainConfig, data.get("train"), "train.")
+    return RunSpec(settings.name, settings.seed, settings.device, settings.out_dir,
+                   task, task_name, model, model_name, train)
+
+
+def load_spec(path: str | Path, overrides: list[str] = ()) -> RunSpec:
+    """Read, override and validate the spec file at ``path``."""
+    data, lines = load_yaml(path)
+    return resolve_spec(data, overrides, lines=lines, source=str(path), default_name=Path(path).stem)

@@ -1,0 +1,335 @@
+"""Sweeps: one training run per (model, length, seed), in worker processes, resumable.
+
+    <out>/<model>-T<length>-s<seed>/   a run directory per run (see rnnkit.runner)
+    <out>/results.csv                   one row per planned run, rewritten after every run
+    <out>/accuracy_vs_length.png        best accuracy vs palindrome length, mean +- std over seeds
+
+A run whose directory already holds a finished run of the same resolved spec is skipped, so running
+the same sweep again after an interrupt or a crash only does what is left. A run that fails is
+recorded (status ``failed`` with its error) and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import signal
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from rnnkit.errors import RnnkitError, SpecError, UsageError
+from rnnkit.spec import RunSpec, apply_overrides, load_yaml, resolve_spec
+
+RESULTS_FILE = "results.csv"
+FIGURE_FILE = "accuracy_vs_length.png"
+FAILED_FILE = "failed.json"
+FINISHED = ("solved", "plateau", "max_steps")
+RESULT_COLUMNS = ("model", "length", "seed", "status", "best_accuracy", "final_accuracy", "steps",
+                  "seconds", "run_dir", "error")
+SWEEP_KEYS = ("name", "models", "lengths", "seeds", "workers", "out", "spec", "per_length")
+
+
+def parse_lengths(text: str) -> list[int]:
+    """``5-35`` (inclusive), ``5-35:5`` (with a step) or ``5,10,20``; every length at least 2."""
+    text = str(text).strip()
+    lengths: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        m = re.fullmatch(r"(\d+)(?:-(\d+)(?::(\d+))?)?", part)
+        if not m:
+            raise UsageError(f"invalid lengths '{text}': use a range like 5-35, 5-35:5 or a list like 5,10,20")
+        start = int(m.group(1))
+        stop = int(m.group(2)) if m.group(2) else start
+        step = int(m.group(3)) if m.group(3) else 1
+        if stop < start:
+            raise UsageError(f"invalid lengths '{part}': the range runs backwards (did you mean {stop}-{start}?)")
+        if step < 1:
+            raise UsageError(f"invalid lengths '{part}': the step must be at least 1")
+        lengths.extend(range(start, stop + 1, step))
+    if min(lengths) < 2:
+        raise UsageError(f"invalid lengths '{text}': a palindrome needs length at least 2")
+    return sorted(set(lengths))
+
+
+def parse_models(text: str | list[str]) -> list[str]:
+    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if str(n).strip()]
+    if not names:
+        raise UsageError("no models given: use e.g. --models rnn,lstm")
+    return list(dict.fromkeys(names))
+
+
+@dataclass
+class SweepPlan:
+    """What a sweep runs: every (model, length, seed), from one base spec plus per-length overrides."""
+
+    models: list[str]
+    lengths: list[int]
+    seeds: int = 1
+    out: Path = Path("runs/sweep")
+    base: dict[str, Any] = field(default_factory=dict)
+    per_length: dict[int, dict[str, Any]] = field(default_factory=dict)
+    overrides: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.seeds < 1:
+            raise UsageError(f"--seeds must be at least 1, got {self.seeds}")
+        self.out = Path(self.out)
+
+    def run_specs(self) -> list[tuple[str, int, int, RunSpec]]:
+        """(model, length, seed, resolved spec) for every run; validates everything before any runs."""
+        runs = []
+        for model in self.models:
+            for length in self.lengths:
+                for seed in range(self.seeds):
+                    name = f"{model}-T{length:02d}-s{seed}"
+                    overrides: list[Any] = [("model.name", model), ("task.length", length)]
+                    overrides += list(self.per_length.get(length, {}).items())
+                    overrides += [("name", name), ("seed", seed), ("out_dir", str(self.out))]
+                    overrides += self.overrides
+                    runs.append((model, length, seed, resolve_spec(self.base, overrides, default_name=name)))
+        return runs
+
+
+def load_sweep_spec(path: str | Path) -> dict[str, Any]:
+    """Read a sweep spec (``models``, ``lengths``, ``seeds``, ``spec``, ``per_length`` ...)."""
+    data, _ = load_yaml(path)
+    for key in data:
+        if key not in SWEEP_KEYS:
+            raise SpecError(f"{key}: unknown key in sweep spec {path}. Valid keys: {', '.join(SWEEP_KEYS)}")
+    per_length = data.get("per_length") or {}
+    if not isinstance(per_length, dict):
+        raise SpecError(f"per_length in {path} must map a length to overrides, e.g. 5: {{train.lr: 0.01}}")
+    checked: dict[int, dict[str, Any]] = {}
+    for length, values in per_length.items():
+        if not isinstance(length, int) or not isinstance(values, dict):
+            raise SpecError(f"per_length.{length} in {path}: give an integer length and a mapping of overrides")
+        checked[length] = values
+    data["per_length"] = checked
+    if not isinstance(data.get("spec") or {}, dict):
+        raise SpecError(f"spec in {path} must be a run spec mapping (the keys of `rnnkit train`)")
+    data["spec"] = apply_overrides(data.get("spec") or {}, [])
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+
+
+def finished_result(run_dir: Path, spec: RunSpec) -> dict[str, Any] | None:
+    """The recorded result of ``run_dir`` if it finished the same resolved spec, else None."""
+    from rnnkit.checkpoint import META_FILE, read_meta
+    from rnnkit.runner import CONFIG_FILE
+
+    meta_path, config_path = run_dir / META_FILE, run_dir / CONFIG_FILE
+    if not (meta_path.is_file() and config_path.is_file()):
+        return None
+    try:
+        meta = read_meta(meta_path)
+        same_spec = config_path.read_text(encoding="utf-8") == spec.to_yaml()
+    except (RnnkitError, OSError):
+        return None
+    return meta if same_spec and meta.get("status") in FINISHED else None
+
+
+_in_run = False
+
+
+def _worker_sigint(signum: int, frame: Any) -> None:
+    # Ctrl-C reaches every worker; only one that is training should stop (and save), idle ones ignore it.
+    if _in_run:
+        raise KeyboardInterrupt
+
+
+def _worker_init() -> None:
+    signal.signal(signal.SIGINT, _worker_sigint)
+
+
+def _run_in_worker(spec_dict: dict[str, Any], run_dir: str, threads: int) -> dict[str, Any]:
+    global _in_run
+    _in_run = True
+    try:
+        spec = resolve_spec(spec_dict, default_name=spec_dict["name"])
+        return _run_one(spec, Path(run_dir), threads)
+    finally:
+        _in_run = False
+
+
+def _run_one(spec: RunSpec, run_dir: Path, threads: int | None) -> dict[str, Any]:
+    from rnnkit.runner import train_run
+
+    (run_dir / FAILED_FILE).unlink(missing_ok=True)
+    return train_run(spec, run_dir, progress=False, threads=threads)
+
+
+def _row(model: str, length: int, seed: int, run_dir: Path, meta: dict[str, Any] | None,
+         error: str = "") -> dict[str, Any]:
+    meta = meta or {}
+    return {
+        "model": model, "length": length, "seed": seed,
+        "status": meta.get("status", "failed" if error else "pending"),
+        "best_accuracy": meta.get("best_accuracy", ""), "final_accuracy": meta.get("final_accuracy", ""),
+        "steps": meta.get("steps", ""), "seconds": round(meta["seconds"], 2) if "seconds" in meta else "",
+        "run_dir": str(run_dir), "error": error,
+    }
+
+
+def write_results(out: Path, rows: list[dict[str, Any]]) -> Path:
+    from rnnkit.checkpoint import atomic_write_text
+
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=RESULT_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    path = out / RESULTS_FILE
+    atomic_write_text(path, buffer.getvalue())
+    return path
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    """Rows of a sweep's results.csv with numbers parsed (empty cells stay None)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        for key in ("length", "seed", "steps"):
+            row[key] = int(row[key]) if row.get(key) not in (None, "") else None
+        for key in ("best_accuracy", "final_accuracy", "seconds"):
+            row[key] = float(row[key]) if row.get(key) not in (None, "") else None
+    return rows
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a sweep: finished runs and results.csv are kept; re-running completes it."""
+
+
+def run_sweep(
+    plan: SweepPlan,
+    workers: int = 1,
+    on_result: Callable[[dict[str, Any], bool], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run every planned run not already finished; returns the rows of results.csv.
+
+    ``on_result(row, skipped)`` is called as each run finishes (or is found finished).
+    """
+    from rnnkit.runner import prepare_run_dir
+
+    runs = plan.run_specs()
+    prepare_run_dir(plan.out)
+    workers = max(1, workers)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    rows: dict[int, dict[str, Any]] = {}
+    todo: list[int] = []
+    for i, (model, length, seed, spec) in enumerate(runs):
+        run_dir = plan.out / spec.name
+        meta = finished_result(run_dir, spec)
+        rows[i] = _row(model, length, seed, run_dir, meta)
+        if meta is not None:
+            if on_result:
+                on_result(rows[i], True)
+        else:
+            todo.append(i)
+
+    def ordered() -> list[dict[str, Any]]:
+        return [rows[i] for i in range(len(runs))]
+
+    def record(i: int, meta: dict[str, Any] | None, error: str = "") -> None:
+        model, length, seed, spec = runs[i]
+        run_dir = plan.out / spec.name
+        if error:
+            from rnnkit.checkpoint import write_json
+
+            try:
+                write_json(run_dir / FAILED_FILE, {"error": error})
+            except OSError:
+                pass
+        rows[i] = _row(model, length, seed, run_dir, meta, error)
+        write_results(plan.out, ordered())
+        if on_result:
+            on_result(rows[i], False)
+
+    write_results(plan.out, ordered())
+    try:
+        if workers == 1:
+            for i in todo:
+                spec = runs[i][3]
+                try:
+                    record(i, _run_one(spec, plan.out / spec.name, threads))
+                except KeyboardInterrupt:
+                    raise
+                except Exception as exc:  # a failed run is recorded; the sweep goes on
+                    record(i, None, _describe_error(exc))
+        else:
+            _run_parallel(runs, todo, plan.out, workers, threads, record)
+    except KeyboardInterrupt:
+        write_results(plan.out, ordered())
+        raise SweepInterrupted(f"sweep interrupted; finished runs are kept in {plan.out}") from None
+    return ordered()
+
+
+def _run_parallel(runs: list[tuple[str, int, int, RunSpec]], todo: list[int], out: Path, workers: int,
+                  threads: int, record: Callable[..., None]) -> None:
+    pending = list(reversed(todo))
+    executor = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init)
+    in_flight: dict[Future, int] = {}
+    try:
+        while pending or in_flight:
+            while pending and len(in_flight) < workers:
+                i = pending.pop()
+                spec = runs[i][3]
+                in_flight[executor.submit(_run_in_worker, spec.to_dict(), str(out / spec.name), threads)] = i
+            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in done:
+                i = in_flight.pop(future)
+                try:
+                    record(i, future.result())
+                except KeyboardInterrupt:
+                    raise
+                except BrokenProcessPool as exc:
+                    record(i, None, f"worker process died: {exc}")
+                    executor.shutdown(wait=False, cancel_futures=True)
+                    pending.extend(in_flight.values())
+                    in_flight.clear()
+                    executor = ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
+                                                   initializer=_worker_init)
+                except Exception as exc:  # a failed run is recorded; the sweep goes on
+                    record(i, None, _describe_error(exc))
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _describe_error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".replace("\n", " ")[:500]
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[int, dict[str, float]]]:
+    """Per model and length: mean and std of best accuracy over seeds, mean steps, runs counted."""
+    import statistics
+
+    grouped: dict[str, dict[int, list[dict[str, Any]]]] = {}
+    for row in rows:
+        grouped.setdefault(row["model"], {}).setdefault(int(row["length"]), []).append(row)
+    summary: dict[str, dict[int, dict[str, float]]] = {}
+    for model, by_length in grouped.items():
+        summary[model] = {}
+        for length, group in sorted(by_length.items()):
+            accs = [float(r["best_accuracy"]) for r in group if r.get("best_accuracy") not in (None, "")]
+            steps = [float(r["steps"]) for r in group if r.get("steps") not in (None, "")]
+            summary[model][length] = {
+                "mean": statistics.fmean(accs) if accs else float("nan"),
+                "std": statistics.pstdev(accs) if len(accs) > 1 else 0.0,
+                "steps": statistics.fmean(steps) if steps else float("nan"),
+                "runs": len(accs),
+                "failed": sum(1 for r in group if r.get("status") == "failed"),
+            }
+    return summary
+
+
+def sweep_metadata(plan: SweepPlan) -> str:
+    return json.dumps({"models": plan.models, "lengths": plan.lengths, "seeds": plan.seeds})
