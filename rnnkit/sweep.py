@@ -180,9 +180,9 @@ def _row(model: str, length: int, seed: int, run_dir: Path, meta: dict[str, Any]
 
 
 def write_results(out: Path, rows: list[dict[str, Any]]) -> Path:
-    from rnnkit.checkpoint import atomic_write_text
-
     import io
+
+    from rnnkit.checkpoint import atomic_write_text
 
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=RESULT_COLUMNS)

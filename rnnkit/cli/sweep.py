@@ -32,6 +32,7 @@ def sweep(
     from rnnkit.errors import UsageError
     from rnnkit.plotting import save_figure, sweep_figure
     from rnnkit.progress import CountProgress
+    from rnnkit.runner import prepare_run_dir
     from rnnkit.sweep import FIGURE_FILE, SweepPlan, load_sweep_spec, parse_lengths, parse_models, run_sweep
 
     file = load_sweep_spec(spec) if spec is not None else {}
@@ -50,6 +51,7 @@ def sweep(
     )
     runs = len(plan.models) * len(plan.lengths) * plan.seeds
     plan.run_specs()  # validate every run before starting any
+    prepare_run_dir(plan.out)
     report_plugin_failures()
     err_console.print(f"sweep: {runs} runs ({', '.join(plan.models)} x {len(plan.lengths)} lengths x "
                       f"{plan.seeds} seeds), {n_workers} workers -> {plan.out}")

@@ -24,7 +24,7 @@ def train(
                                   "stderr is not a terminal)."),
 ) -> None:
     """Train one model from a run spec; writes runs/<name>/ (config, metrics.jsonl, weights)."""
-    from rnnkit.runner import train_run, unique_run_dir
+    from rnnkit.runner import prepare_run_dir, resolve_device, train_run, unique_run_dir
     from rnnkit.spec import load_spec
 
     extra = list(overrides or [])
@@ -36,7 +36,8 @@ def train(
     if print_config:
         out_console.print(resolved.to_yaml(), end="", markup=False, highlight=False)
         return
-    run_dir = unique_run_dir(resolved.out_dir, resolved.name)
+    resolve_device(resolved.device)  # fail before creating anything
+    run_dir = prepare_run_dir(unique_run_dir(resolved.out_dir, resolved.name))
     err_console.print(f"training [bold]{resolved.model_name}[/] on {resolved.task_name} -> {run_dir}")
     meta = train_run(resolved, run_dir, progress=progress)
     typer.echo(

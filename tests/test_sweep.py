@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import pytest
+
+from rnnkit.errors import SpecError, UsageError
+from rnnkit.sweep import SweepInterrupted, SweepPlan, load_sweep_spec, parse_lengths, read_results, run_sweep
+
+TINY = {"device": "cpu", "model": {"hidden_size": 8},
+        "train": {"batch_size": 16, "max_steps": 12, "log_every": 4, "eval_batches": 1, "lr": 0.01}}
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("5-35", list(range(5, 36))), ("5-35:5", [5, 10, 15, 20, 25, 30, 35]), ("5,10,20", [5, 10, 20]),
+    ("7", [7]), ("20,5-6", [5, 6, 20]),
+])
+def test_parse_lengths(text, expected):
+    assert parse_lengths(text) == expected
+
+
+@pytest.mark.parametrize("text", ["35-5", "0-3", "abc", "1", "5-10:0", "", "5-"])
+def test_parse_lengths_rejects(text):
+    with pytest.raises(UsageError):
+        parse_lengths(text)
+
+
+def _plan(tmp_path, **kw):
+    return SweepPlan(models=kw.pop("models", ["rnn", "lstm"]), lengths=kw.pop("lengths", [4, 5]),
+                     out=tmp_path / "sweep", base=TINY, **kw)
+
+
+def test_sweep_writes_results_and_resumes(tmp_path):
+    seen = []
+    rows = run_sweep(_plan(tmp_path), workers=1, on_result=lambda row, skipped: seen.append(skipped))
+    assert len(rows) == 4 and seen == [False] * 4
+    saved = read_results(tmp_path / "sweep" / "results.csv")
+    assert [(r["model"], r["length"], r["seed"]) for r in saved] == [("rnn", 4, 0), ("rnn", 5, 0),
+                                                                       ("lstm", 4, 0), ("lstm", 5, 0)]
+    assert all(r["status"] == "max_steps" and r["steps"] == 12 and 0 <= r["best_accuracy"] <= 1 for r in saved)
+    assert (tmp_path / "sweep" / "rnn-T04-s0" / "model.safetensors").is_file()
+
+    seen.clear()
+    run_sweep(_plan(tmp_path), workers=1, on_result=lambda row, skipped: seen.append(skipped))
+    assert seen == [True] * 4  # everything finished is skipped
+
+    # a changed spec is not "the same run": it runs again
+    seen.clear()
+    run_sweep(_plan(tmp_path, overrides=["train.max_steps=8"]), workers=1,
+              on_result=lambda row, skipped: seen.append(skipped))
+    assert seen == [False] * 4
+
+
+def test_per_length_overrides(tmp_path):
+    plan = _plan(tmp_path, models=["lstm"], per_length={4: {"train.lr": 0.05}})
+    specs = {length: spec for _, length, _, spec in plan.run_specs()}
+    assert specs[4].train.lr == 0.05 and specs[5].train.lr == 0.01
+
+
+def test_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    import rnnkit.sweep as sweep_module
+
+    original = sweep_module._run_one
+
+    def flaky(spec, run_dir, threads):
+        if spec.task.length == 4 and spec.model_name == "rnn":
+            raise RuntimeError("simulated crash")
+        return original(spec, run_dir, threads)
+
+    monkeypatch.setattr(sweep_module, "_run_one", flaky)
+    rows = run_sweep(_plan(tmp_path), workers=1)
+    by_key = {(r["model"], r["length"]): r for r in rows}
+    assert by_key[("rnn", 4)]["status"] == "failed" and "simulated crash" in by_key[("rnn", 4)]["error"]
+    assert all(by_key[k]["status"] == "max_steps" for k in by_key if k != ("rnn", 4))
+
+    monkeypatch.setattr(sweep_module, "_run_one", original)
+    done = []
+    run_sweep(_plan(tmp_path), workers=1, on_result=lambda row, skipped: done.append((row["model"], skipped)))
+    assert done.count(("rnn", False)) == 1  # only the failed run runs again
+
+
+def test_interrupt_keeps_finished_runs_and_rerun_completes(tmp_path, monkeypatch):
+    from rnnkit.training import Trainer
+
+    original = Trainer.train_step
+    calls = {"n": 0}
+
+    def interrupt_third_run(self):
+        calls["n"] += 1
+        if calls["n"] == 12 * 2 + 3:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupt_third_run)
+    with pytest.raises(SweepInterrupted):
+        run_sweep(_plan(tmp_path), workers=1)
+    rows = read_results(tmp_path / "sweep" / "results.csv")
+    assert [r["status"] for r in rows] == ["max_steps", "max_steps", "pending", "pending"]
+
+    monkeypatch.setattr(Trainer, "train_step", original)
+    skipped = []
+    rows = run_sweep(_plan(tmp_path), workers=1, on_result=lambda row, s: skipped.append(s))
+    assert skipped == [True, True, False, False]
+    assert all(r["status"] == "max_steps" for r in rows)
+
+
+def test_parallel_workers(tmp_path):
+    rows = run_sweep(_plan(tmp_path, models=["lstm"]), workers=2)
+    assert [r["status"] for r in rows] == ["max_steps", "max_steps"]
+
+
+def test_sweep_spec_file(tmp_path):
+    path = tmp_path / "sweep.yaml"
+    path.write_text("models: [lstm]\nlengths: 5-6\nper_length:\n  5: {train.lr: 0.02}\n"
+                    "spec:\n  train: {max_steps: 3}\n")
+    data = load_sweep_spec(path)
+    assert data["per_length"] == {5: {"train.lr": 0.02}} and data["spec"]["train"]["max_steps"] == 3
+    path.write_text("modles: [lstm]\n")
+    with pytest.raises(SpecError, match="unknown key"):
+        load_sweep_spec(path)
+
+
+def test_example_sweep_spec_resolves():
+    data = load_sweep_spec("examples/sweep-palindrome.yaml")
+    plan = SweepPlan(models=data["models"], lengths=parse_lengths(data["lengths"]), base=data["spec"],
+                     per_length=data["per_length"])
+    specs = {(m, t): s for m, t, _, s in plan.run_specs()}
+    assert specs[("lstm", 5)].train.lr == 0.01 and specs[("lstm", 7)].train.lr == 0.015

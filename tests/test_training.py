@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from rnnkit.checkpoint import load_checkpoint
+from rnnkit.runner import RunInterrupted, train_run
+from rnnkit.spec import resolve_spec
+from rnnkit.training import Trainer, make_optimizer, make_scheduler
+from tests.conftest import tiny_spec
+
+
+def test_lstm_learns_short_palindromes_and_stops_early(tmp_path):
+    spec = resolve_spec(tiny_spec(), ["train.max_steps=400", "train.early_stop.window=10",
+                                      "train.early_stop.threshold=0.95"])
+    meta = train_run(spec, tmp_path / "run", progress=False)
+    assert meta["status"] == "solved"
+    assert meta["steps"] < 400
+    assert meta["final_accuracy"] >= 0.9
+
+
+def test_run_directory_contents(tmp_path):
+    spec = resolve_spec(tiny_spec(), ["train.max_steps=20", "train.early_stop.threshold=0"])
+    meta = train_run(spec, tmp_path / "run", progress=False)
+    run = tmp_path / "run"
+    assert meta["status"] == "max_steps" and meta["steps"] == 20
+    assert (run / "config.yaml").read_text() == spec.to_yaml()
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [10, 20]
+    assert set(records[0]) == {"step", "loss", "accuracy", "lr", "grad_norm", "elapsed"}
+    assert "eval_accuracy" in records[-1]
+    state, saved = load_checkpoint(run)
+    assert saved["model"] == "lstm" and saved["parameters"] == 4 * 16 * (10 + 16 + 1) + 10 * 17
+    assert set(state) == {"W_gx", "W_gh", "b_g", "W_ph", "b_p"}
+    assert not list(run.glob("*.tmp"))
+
+
+def test_same_seed_same_weights(tmp_path):
+    spec = resolve_spec(tiny_spec(), ["train.max_steps=15", "train.early_stop.threshold=0"])
+    train_run(spec, tmp_path / "a", progress=False)
+    train_run(spec, tmp_path / "b", progress=False)
+    a, _ = load_checkpoint(tmp_path / "a")
+    b, _ = load_checkpoint(tmp_path / "b")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def test_plateau_is_recorded(tmp_path):
+    # lr tiny: nothing is learnt, so the plateau rule ends the run before max_steps
+    spec = resolve_spec(tiny_spec(), ["task.length=12", "train.lr=1e-9", "train.max_steps=500",
+                                      "train.plateau.patience=40", "train.early_stop.window=5"])
+    meta = train_run(spec, tmp_path / "run", progress=False)
+    assert meta["status"] == "plateau" and meta["steps"] < 500
+
+
+def test_interrupt_saves_and_marks_the_run(tmp_path, monkeypatch):
+    spec = resolve_spec(tiny_spec(), ["train.max_steps=100", "train.early_stop.threshold=0"])
+    original = Trainer.train_step
+    calls = {"n": 0}
+
+    def interrupted(self):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted)
+    with pytest.raises(RunInterrupted) as info:
+        train_run(spec, tmp_path / "run", progress=False)
+    assert info.value.step == 6
+    _, meta = load_checkpoint(tmp_path / "run")
+    assert meta["status"] == "interrupted" and meta["steps"] == 6
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "rmsprop", "adam"])
+def test_optimizers(name):
+    spec = resolve_spec(tiny_spec(), [f"train.optimizer={name}"])
+    params = [torch.nn.Parameter(torch.ones(2))]
+    opt = make_optimizer(params, spec.train)
+    expected = {"sgd": torch.optim.SGD, "momentum": torch.optim.SGD, "rmsprop": torch.optim.RMSprop,
+                "adam": torch.optim.Adam}[name]
+    assert type(opt) is expected
+    if name == "momentum":
+        assert opt.param_groups[0]["momentum"] == 0.9
+
+
+def test_step_schedule_decays_the_lr():
+    spec = resolve_spec(tiny_spec(), ["train.schedule=step", "train.lr_decay_every=2", "train.lr_gamma=0.5"])
+    opt = make_optimizer([torch.nn.Parameter(torch.ones(1))], spec.train)
+    sched = make_scheduler(opt, spec.train)
+    lrs = []
+    for _ in range(4):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([0.01, 0.01, 0.005, 0.005])
+
+
+def test_gradient_clipping_bounds_the_update():
+    spec = resolve_spec(tiny_spec(), ["train.optimizer=sgd", "train.lr=1.0", "train.max_norm=0.5"])
+
+    class Huge:
+        def train_batch(self, n):
+            return torch.zeros(1), torch.zeros(1)
+
+        def loss_and_correct(self, model, x, y):
+            return (model.w * 1000).sum(), torch.tensor(0)
+
+    model = torch.nn.Module()
+    model.w = torch.nn.Parameter(torch.zeros(4))
+    trainer = Trainer(model, Huge(), spec.train)
+    _, _, norm = trainer.train_step()
+    assert norm == pytest.approx(2000.0)
+    assert model.w.detach().norm().item() == pytest.approx(0.5)
