@@ -26,10 +26,14 @@ METRICS_FILE = "metrics.jsonl"
 class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C during a run; the weights so far and the run's status were saved in ``run_dir``."""
 
-    def __init__(self, run_dir: Path, step: int) -> None:
-        super().__init__(f"interrupted at step {step}; saved in {run_dir}")
+    def __init__(self, run_dir: Path, step: int, meta: dict[str, Any] | None = None) -> None:
+        super().__init__(f"interrupted at step {step}; weights so far saved in {run_dir}")
         self.run_dir = run_dir
         self.step = step
+        self.meta = meta or {}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.run_dir, self.step, self.meta))
 
 
 class MetricsWriter:
@@ -138,5 +142,5 @@ def train_run(spec: RunSpec, run_dir: Path, *, progress: bool = True, threads: i
     }
     save_checkpoint(run_dir, model.state_dict(), meta)
     if result.status == "interrupted":
-        raise RunInterrupted(run_dir, result.steps)
+        raise RunInterrupted(run_dir, result.steps, meta)
     return meta

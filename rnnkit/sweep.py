@@ -12,7 +12,6 @@ recorded (status ``failed`` with its error) and the sweep goes on.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import re
 import signal
@@ -151,11 +150,20 @@ def _worker_init() -> None:
 
 
 def _run_in_worker(spec_dict: dict[str, Any], run_dir: str, threads: int) -> dict[str, Any]:
+    """Runs in a worker process; returns the run's meta (status ``interrupted`` after Ctrl-C)."""
+    from rnnkit.runner import RunInterrupted
+
     global _in_run
     _in_run = True
     try:
         spec = resolve_spec(spec_dict, default_name=spec_dict["name"])
         return _run_one(spec, Path(run_dir), threads)
+    except RunInterrupted as exc:
+        return exc.meta
+    except KeyboardInterrupt:
+        return {"status": "interrupted"}
+    except Exception as exc:  # re-raised as a plain error: it must cross the process boundary
+        raise RuntimeError(_describe_error(exc)) from None
     finally:
         _in_run = False
 
@@ -173,10 +181,14 @@ def _row(model: str, length: int, seed: int, run_dir: Path, meta: dict[str, Any]
     return {
         "model": model, "length": length, "seed": seed,
         "status": meta.get("status", "failed" if error else "pending"),
-        "best_accuracy": meta.get("best_accuracy", ""), "final_accuracy": meta.get("final_accuracy", ""),
+        "best_accuracy": meta.get("best_accuracy", ""), "final_accuracy": _blank_none(meta.get("final_accuracy")),
         "steps": meta.get("steps", ""), "seconds": round(meta["seconds"], 2) if "seconds" in meta else "",
         "run_dir": str(run_dir), "error": error,
     }
+
+
+def _blank_none(value: Any) -> Any:
+    return "" if value is None else value
 
 
 def write_results(out: Path, rows: list[dict[str, Any]]) -> Path:
@@ -255,53 +267,84 @@ def run_sweep(
             on_result(rows[i], False)
 
     write_results(plan.out, ordered())
-    try:
-        if workers == 1:
-            for i in todo:
-                spec = runs[i][3]
-                try:
-                    record(i, _run_one(spec, plan.out / spec.name, threads))
-                except KeyboardInterrupt:
-                    raise
-                except Exception as exc:  # a failed run is recorded; the sweep goes on
-                    record(i, None, _describe_error(exc))
-        else:
-            _run_parallel(runs, todo, plan.out, workers, threads, record)
-    except KeyboardInterrupt:
-        write_results(plan.out, ordered())
-        raise SweepInterrupted(f"sweep interrupted; finished runs are kept in {plan.out}") from None
+    if workers == 1:
+        interrupted = _run_serial(runs, todo, plan.out, threads, record)
+    else:
+        interrupted = _run_parallel(runs, todo, plan.out, workers, threads, record)
+    write_results(plan.out, ordered())
+    if interrupted:
+        raise SweepInterrupted(f"sweep interrupted; finished runs are kept in {plan.out}: "
+                               "run the same command again to finish it")
     return ordered()
 
 
+def _run_serial(runs: list[tuple[str, int, int, RunSpec]], todo: list[int], out: Path, threads: int,
+                record: Callable[..., None]) -> bool:
+    """Runs in this process, one after another; True if Ctrl-C stopped them."""
+    from rnnkit.runner import RunInterrupted
+
+    for i in todo:
+        spec = runs[i][3]
+        try:
+            record(i, _run_one(spec, out / spec.name, threads))
+        except RunInterrupted as exc:
+            record(i, exc.meta)
+            return True
+        except KeyboardInterrupt:
+            return True
+        except Exception as exc:  # a failed run is recorded; the sweep goes on
+            record(i, None, _describe_error(exc))
+    return False
+
+
+def _new_pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init)
+
+
 def _run_parallel(runs: list[tuple[str, int, int, RunSpec]], todo: list[int], out: Path, workers: int,
-                  threads: int, record: Callable[..., None]) -> None:
-    pending = list(reversed(todo))
-    executor = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init)
+                  threads: int, record: Callable[..., None]) -> bool:
+    """Runs in ``workers`` processes, longest first; True if Ctrl-C stopped them.
+
+    Ctrl-C reaches the workers too: each saves its run as interrupted and returns, and this waits for
+    them so that every run directory is left complete.
+    """
+    pending = sorted(todo, key=lambda i: runs[i][1])  # popped from the end: longest sequences first
+    executor = _new_pool(workers)
     in_flight: dict[Future, int] = {}
+    interrupted = False
     try:
-        while pending or in_flight:
-            while pending and len(in_flight) < workers:
+        while (pending and not interrupted) or in_flight:
+            while pending and not interrupted and len(in_flight) < workers:
                 i = pending.pop()
                 spec = runs[i][3]
                 in_flight[executor.submit(_run_in_worker, spec.to_dict(), str(out / spec.name), threads)] = i
-            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            try:
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            except KeyboardInterrupt:
+                interrupted = True
+                continue
+            broken = ""
             for future in done:
                 i = in_flight.pop(future)
                 try:
-                    record(i, future.result())
-                except KeyboardInterrupt:
-                    raise
+                    meta = future.result()
                 except BrokenProcessPool as exc:
-                    record(i, None, f"worker process died: {exc}")
-                    executor.shutdown(wait=False, cancel_futures=True)
-                    pending.extend(in_flight.values())
-                    in_flight.clear()
-                    executor = ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
-                                                   initializer=_worker_init)
+                    broken = f"worker process died: {exc}"
+                    record(i, None, broken)
                 except Exception as exc:  # a failed run is recorded; the sweep goes on
                     record(i, None, _describe_error(exc))
+                else:
+                    interrupted = interrupted or meta.get("status") == "interrupted"
+                    record(i, meta if "steps" in meta else None)
+            if broken:  # every run still in the dead pool failed with it; start a fresh pool
+                for i in in_flight.values():
+                    record(i, None, broken)
+                in_flight.clear()
+                executor.shutdown(wait=False, cancel_futures=True)
+                executor = _new_pool(workers)
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
+    return interrupted
 
 
 def _describe_error(exc: BaseException) -> str:
@@ -331,5 +374,3 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[int, dict[str, float
     return summary
 
 
-def sweep_metadata(plan: SweepPlan) -> str:
-    return json.dumps({"models": plan.models, "lengths": plan.lengths, "seeds": plan.seeds})

@@ -43,8 +43,8 @@ class TrainResult:
     status: str
     steps: int
     best_accuracy: float
-    final_accuracy: float
-    final_loss: float
+    final_accuracy: float | None  # None when interrupted before the final evaluation
+    final_loss: float | None
     seconds: float
 
     def to_dict(self) -> dict[str, Any]:
@@ -150,7 +150,7 @@ class Trainer:
             status = "interrupted"
         seconds = time.perf_counter() - start
         if status == "interrupted":
-            return TrainResult(status, self.step, best, float("nan"), float("nan"), seconds)
+            return TrainResult(status, self.step, best, None, None, seconds)
         if log_n:
             self._log({"step": self.step, "loss": log_loss / log_n, "accuracy": log_acc / log_n,
                        "lr": self.optimizer.param_groups[0]["lr"], "grad_norm": log_norm / log_n,

@@ -202,3 +202,17 @@ def test_cuda_requested_without_cuda(tmp_path):
 def test_bad_device_value():
     assert_one_line_error(run("train", "examples/palindrome-lstm.yaml", "--device", "tpu"), 2,
                           "device", "auto, cpu, cuda")
+
+
+def test_ctrl_c_during_train_exits_130_and_keeps_the_weights(tmp_path, monkeypatch):
+    from rnnkit.training import Trainer
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted)
+    result = run("train", "examples/palindrome-lstm.yaml", *TINY, "--out-dir", str(tmp_path), "--no-progress")
+    assert result.exit_code == 130
+    assert "interrupted at step 0" in result.stderr and "Traceback" not in result.output
+    meta = json.loads((tmp_path / "palindrome-lstm" / "meta.json").read_text())
+    assert meta["status"] == "interrupted" and meta["final_accuracy"] is None

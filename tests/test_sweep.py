@@ -93,7 +93,7 @@ def test_interrupt_keeps_finished_runs_and_rerun_completes(tmp_path, monkeypatch
     with pytest.raises(SweepInterrupted):
         run_sweep(_plan(tmp_path), workers=1)
     rows = read_results(tmp_path / "sweep" / "results.csv")
-    assert [r["status"] for r in rows] == ["max_steps", "max_steps", "pending", "pending"]
+    assert [r["status"] for r in rows] == ["max_steps", "max_steps", "interrupted", "pending"]
 
     monkeypatch.setattr(Trainer, "train_step", original)
     skipped = []
