@@ -31,9 +31,15 @@ def list_models(settings: list[str], *, input_size: int = 10, num_classes: int =
         if "sequence-classification" in model.tasks:
             wanted = {k: dims[k] for k in TASKS["sequence-classification"]}
             params = model.parameter_count(config, **wanted)
-        rows.append({
-            "name": entry.name, "tasks": list(model.tasks), "distribution": entry.distribution,
-            "version": entry.version, "parameters": params, "config": dataclasses.asdict(config),
-            "description": model.description,
-        })
+        rows.append(
+            {
+                "name": entry.name,
+                "tasks": list(model.tasks),
+                "distribution": entry.distribution,
+                "version": entry.version,
+                "parameters": params,
+                "config": dataclasses.asdict(config),
+                "description": model.description,
+            }
+        )
     return rows

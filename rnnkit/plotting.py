@@ -67,8 +67,9 @@ def run_figure(records: list[dict[str, Any]], title: str = "") -> Any:
     ax_loss.set_yscale("log")
     ax_acc.plot(steps, [r["accuracy"] for r in train], label="training (fresh batches)")
     if evals:
-        ax_acc.scatter([r["step"] for r in evals], [r["eval_accuracy"] for r in evals], color="C3",
-                       zorder=3, label="evaluation")
+        ax_acc.scatter(
+            [r["step"] for r in evals], [r["eval_accuracy"] for r in evals], color="C3", zorder=3, label="evaluation"
+        )
     ax_acc.set_xlabel("step")
     ax_acc.set_ylabel("accuracy")
     ax_acc.set_ylim(0, 1.05)
@@ -115,5 +116,6 @@ def plot_path(path: Path, out: Path | None = None) -> Path:
         return plot_path(path.parent, out)
     if not path.exists():
         raise UsageError(f"{path} does not exist")
-    raise UsageError(f"{path} is neither a sweep directory (with {RESULTS_FILE}) nor a run directory "
-                     f"(with {METRICS_FILE})")
+    raise UsageError(
+        f"{path} is neither a sweep directory (with {RESULTS_FILE}) nor a run directory (with {METRICS_FILE})"
+    )

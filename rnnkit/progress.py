@@ -45,8 +45,9 @@ class TrainingProgress:
                 transient=False,
             )
             self.progress.start()
-            self.task_id = self.progress.add_task(self.description, total=self.total, loss=float("nan"),
-                                                  acc=0.0, rate=0.0)
+            self.task_id = self.progress.add_task(
+                self.description, total=self.total, loss=float("nan"), acc=0.0, rate=0.0
+            )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -68,8 +69,13 @@ class CountProgress:
         self.progress: Progress | None = None
         if progress_enabled(enabled):
             self.progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TaskProgressColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=stderr_console,
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TaskProgressColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=stderr_console,
             )
             self.task_id = self.progress.add_task(description, total=total)
 

@@ -98,8 +98,11 @@ class Registry:
             version = dist.version if dist is not None else "?"
             if ep.name in registry.entries:
                 registry.failures.append(
-                    PluginFailure(ep.name, dist_name, f"name already registered by "
-                                  f"{registry.entries[ep.name].distribution}; ignored")
+                    PluginFailure(
+                        ep.name,
+                        dist_name,
+                        f"name already registered by {registry.entries[ep.name].distribution}; ignored",
+                    )
                 )
                 continue
             registry.entries[ep.name] = ModelEntry(ep.name, ep.value, dist_name, version, ep)

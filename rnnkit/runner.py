@@ -1,9 +1,9 @@
 """One training run from a resolved spec to a finished run directory.
 
-    runs/<name>/config.yaml        the resolved spec (enough to rebuild the model)
-    runs/<name>/metrics.jsonl      one JSON object per logged step, then the final evaluation
-    runs/<name>/model.safetensors  final weights
-    runs/<name>/meta.json          model, task, status, step and metrics of the run
+runs/<name>/config.yaml        the resolved spec (enough to rebuild the model)
+runs/<name>/metrics.jsonl      one JSON object per logged step, then the final evaluation
+runs/<name>/model.safetensors  final weights
+runs/<name>/meta.json          model, task, status, step and metrics of the run
 """
 
 from __future__ import annotations

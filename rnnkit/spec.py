@@ -265,8 +265,12 @@ class _Validator:
 
     def bounds(self, key: str, value: float, meta: Any) -> Any:
         meta = meta or {}
-        checks = (("gt", lambda v, b: v > b, "greater than"), ("ge", lambda v, b: v >= b, "at least"),
-                  ("lt", lambda v, b: v < b, "less than"), ("le", lambda v, b: v <= b, "at most"))
+        checks = (
+            ("gt", lambda v, b: v > b, "greater than"),
+            ("ge", lambda v, b: v >= b, "at least"),
+            ("lt", lambda v, b: v < b, "less than"),
+            ("le", lambda v, b: v <= b, "at most"),
+        )
         for name, ok, words in checks:
             if name in meta and not ok(value, meta[name]):
                 raise self.error(key, f"must be {words} {meta[name]}, got {value}")
@@ -324,8 +328,9 @@ def resolve_spec(
     model_def = get_model(model_name, tasks[task_name].model_task)
     model = validator.build(model_def.config, data.get("model"), "model.", skip=("name",))
     train = validator.build(TrainConfig, data.get("train"), "train.")
-    return RunSpec(settings.name, settings.seed, settings.device, settings.out_dir,
-                   task, task_name, model, model_name, train)
+    return RunSpec(
+        settings.name, settings.seed, settings.device, settings.out_dir, task, task_name, model, model_name, train
+    )
 
 
 def load_spec(path: str | Path, overrides: list[str] = ()) -> RunSpec:

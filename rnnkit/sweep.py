@@ -30,8 +30,18 @@ RESULTS_FILE = "results.csv"
 FIGURE_FILE = "accuracy_vs_length.png"
 FAILED_FILE = "failed.json"
 FINISHED = ("solved", "plateau", "max_steps")
-RESULT_COLUMNS = ("model", "length", "seed", "status", "best_accuracy", "final_accuracy", "steps",
-                  "seconds", "run_dir", "error")
+RESULT_COLUMNS = (
+    "model",
+    "length",
+    "seed",
+    "status",
+    "best_accuracy",
+    "final_accuracy",
+    "steps",
+    "seconds",
+    "run_dir",
+    "error",
+)
 SWEEP_KEYS = ("name", "models", "lengths", "seeds", "workers", "out", "spec", "per_length")
 
 
@@ -175,15 +185,21 @@ def _run_one(spec: RunSpec, run_dir: Path, threads: int | None) -> dict[str, Any
     return train_run(spec, run_dir, progress=False, threads=threads)
 
 
-def _row(model: str, length: int, seed: int, run_dir: Path, meta: dict[str, Any] | None,
-         error: str = "") -> dict[str, Any]:
+def _row(
+    model: str, length: int, seed: int, run_dir: Path, meta: dict[str, Any] | None, error: str = ""
+) -> dict[str, Any]:
     meta = meta or {}
     return {
-        "model": model, "length": length, "seed": seed,
+        "model": model,
+        "length": length,
+        "seed": seed,
         "status": meta.get("status", "failed" if error else "pending"),
-        "best_accuracy": meta.get("best_accuracy", ""), "final_accuracy": _blank_none(meta.get("final_accuracy")),
-        "steps": meta.get("steps", ""), "seconds": round(meta["seconds"], 2) if "seconds" in meta else "",
-        "run_dir": str(run_dir), "error": error,
+        "best_accuracy": meta.get("best_accuracy", ""),
+        "final_accuracy": _blank_none(meta.get("final_accuracy")),
+        "steps": meta.get("steps", ""),
+        "seconds": round(meta["seconds"], 2) if "seconds" in meta else "",
+        "run_dir": str(run_dir),
+        "error": error,
     }
 
 
@@ -273,13 +289,15 @@ def run_sweep(
         interrupted = _run_parallel(runs, todo, plan.out, workers, threads, record)
     write_results(plan.out, ordered())
     if interrupted:
-        raise SweepInterrupted(f"sweep interrupted; finished runs are kept in {plan.out}: "
-                               "run the same command again to finish it")
+        raise SweepInterrupted(
+            f"sweep interrupted; finished runs are kept in {plan.out}: run the same command again to finish it"
+        )
     return ordered()
 
 
-def _run_serial(runs: list[tuple[str, int, int, RunSpec]], todo: list[int], out: Path, threads: int,
-                record: Callable[..., None]) -> bool:
+def _run_serial(
+    runs: list[tuple[str, int, int, RunSpec]], todo: list[int], out: Path, threads: int, record: Callable[..., None]
+) -> bool:
     """Runs in this process, one after another; True if Ctrl-C stopped them."""
     from rnnkit.runner import RunInterrupted
 
@@ -301,8 +319,14 @@ def _new_pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init)
 
 
-def _run_parallel(runs: list[tuple[str, int, int, RunSpec]], todo: list[int], out: Path, workers: int,
-                  threads: int, record: Callable[..., None]) -> bool:
+def _run_parallel(
+    runs: list[tuple[str, int, int, RunSpec]],
+    todo: list[int],
+    out: Path,
+    workers: int,
+    threads: int,
+    record: Callable[..., None],
+) -> bool:
     """Runs in ``workers`` processes, longest first; True if Ctrl-C stopped them.
 
     Ctrl-C reaches the workers too: each saves its run as interrupted and returns, and this waits for
@@ -372,5 +396,3 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[int, dict[str, float
                 "failed": sum(1 for r in group if r.get("status") == "failed"),
             }
     return summary
-
-

@@ -26,8 +26,9 @@ STATUSES = ("solved", "plateau", "max_steps", "interrupted")
 class Task(Protocol):
     def train_batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]: ...
 
-    def loss_and_correct(self, model: torch.nn.Module, x: torch.Tensor,
-                         y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def loss_and_correct(
+        self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def evaluate(self, model: torch.nn.Module, batch_size: int, batches: int) -> dict[str, float]: ...
 
@@ -79,8 +80,9 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.
 class Trainer:
     """Trains ``model`` on fresh batches from ``task`` under ``cfg`` until a stopping rule fires."""
 
-    def __init__(self, model: torch.nn.Module, task: Task, cfg: TrainConfig,
-                 callbacks: Iterable[Callback] = ()) -> None:
+    def __init__(
+        self, model: torch.nn.Module, task: Task, cfg: TrainConfig, callbacks: Iterable[Callback] = ()
+    ) -> None:
         self.model = model
         self.task = task
         self.cfg = cfg
@@ -134,8 +136,16 @@ class Trainer:
                 for cb in self.callbacks:
                     cb.on_step(self.step, loss, windowed, self.step / elapsed if elapsed > 0 else 0.0)
                 if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
-                    self._log({"step": self.step, "loss": log_loss / log_n, "accuracy": log_acc / log_n,
-                               "lr": lr, "grad_norm": log_norm / log_n, "elapsed": round(elapsed, 4)})
+                    self._log(
+                        {
+                            "step": self.step,
+                            "loss": log_loss / log_n,
+                            "accuracy": log_acc / log_n,
+                            "lr": lr,
+                            "grad_norm": log_norm / log_n,
+                            "elapsed": round(elapsed, 4),
+                        }
+                    )
                     log_loss = log_acc = log_norm = 0.0
                     log_n = 0
                 if es.threshold > 0 and len(window) == window.maxlen and windowed >= es.threshold:
@@ -152,10 +162,23 @@ class Trainer:
         if status == "interrupted":
             return TrainResult(status, self.step, best, None, None, seconds)
         if log_n:
-            self._log({"step": self.step, "loss": log_loss / log_n, "accuracy": log_acc / log_n,
-                       "lr": self.optimizer.param_groups[0]["lr"], "grad_norm": log_norm / log_n,
-                       "elapsed": round(seconds, 4)})
+            self._log(
+                {
+                    "step": self.step,
+                    "loss": log_loss / log_n,
+                    "accuracy": log_acc / log_n,
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "grad_norm": log_norm / log_n,
+                    "elapsed": round(seconds, 4),
+                }
+            )
         final = self.task.evaluate(self.model, cfg.batch_size, cfg.eval_batches)
-        self._log({"step": self.step, "eval_loss": final["loss"], "eval_accuracy": final["accuracy"],
-                   "elapsed": round(time.perf_counter() - start, 4)})
+        self._log(
+            {
+                "step": self.step,
+                "eval_loss": final["loss"],
+                "eval_accuracy": final["accuracy"],
+                "elapsed": round(time.perf_counter() - start, 4),
+            }
+        )
         return TrainResult(status, self.step, max(best, final["accuracy"]), final["accuracy"], final["loss"], seconds)

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
-
-os.environ.setdefault("RNNKIT_DISABLE_PROGRESS", "1")
 
 
 @pytest.fixture(autouse=True)

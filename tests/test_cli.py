@@ -13,8 +13,16 @@ from typer.testing import CliRunner
 from rnnkit.cli import app
 
 runner = CliRunner()
-TINY = ["train.max_steps=20", "train.batch_size=16", "train.log_every=5", "train.eval_batches=1",
-        "model.hidden_size=8", "task.length=5", "--device", "cpu"]
+TINY = [
+    "train.max_steps=20",
+    "train.batch_size=16",
+    "train.log_every=5",
+    "train.eval_batches=1",
+    "model.hidden_size=8",
+    "task.length=5",
+    "--device",
+    "cpu",
+]
 
 
 def run(*args: str):
@@ -41,10 +49,12 @@ def test_help_and_version():
 
 
 def test_help_does_not_import_torch():
-    code = ("import sys; sys.argv = ['rnnkit', '--help']\n"
-            "from rnnkit.cli import main\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', file=sys.stderr)")
+    code = (
+        "import sys; sys.argv = ['rnnkit', '--help']\n"
+        "from rnnkit.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', file=sys.stderr)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stderr.strip().endswith("NO-TORCH"), proc.stderr
 
@@ -92,8 +102,24 @@ def test_models_lists_builtins_with_parameter_counts():
 
 def test_sweep_end_to_end(tmp_path):
     out = tmp_path / "sweep"
-    args = ["sweep", "--lengths", "4-5", "--workers", "1", "--out", str(out), "--no-progress",
-            "-s", "train.max_steps=10", "-s", "model.hidden_size=8", "-s", "train.batch_size=16", "-s", "device=cpu"]
+    args = [
+        "sweep",
+        "--lengths",
+        "4-5",
+        "--workers",
+        "1",
+        "--out",
+        str(out),
+        "--no-progress",
+        "-s",
+        "train.max_steps=10",
+        "-s",
+        "model.hidden_size=8",
+        "-s",
+        "train.batch_size=16",
+        "-s",
+        "device=cpu",
+    ]
     result = run(*args)
     assert result.exit_code == 0, result.output
     assert (out / "results.csv").is_file() and (out / "accuracy_vs_length.png").is_file()
@@ -123,16 +149,19 @@ def test_spec_that_is_not_a_mapping(tmp_path):
     assert_one_line_error(run("train", str(bad)), 2, "mapping")
 
 
-@pytest.mark.parametrize("override,words", [
-    ("train.learing_rate=0.1", ["train.learing_rate: unknown key", "Valid keys", "lr"]),
-    ("train.lr=fast", ["train.lr", "must be a number"]),
-    ("train.lr=-0.1", ["train.lr", "greater than 0"]),
-    ("train.lr=0", ["train.lr", "greater than 0"]),
-    ("train.batch_size=0", ["train.batch_size", "greater than 0"]),
-    ("model.hidden_size=0", ["model.hidden_size", "greater than 0"]),
-    ("model.name=lstn", ["unknown model 'lstn'", "Did you mean 'lstm'"]),
-    ("trainlr", ["key.sub=value"]),
-])
+@pytest.mark.parametrize(
+    "override,words",
+    [
+        ("train.learing_rate=0.1", ["train.learing_rate: unknown key", "Valid keys", "lr"]),
+        ("train.lr=fast", ["train.lr", "must be a number"]),
+        ("train.lr=-0.1", ["train.lr", "greater than 0"]),
+        ("train.lr=0", ["train.lr", "greater than 0"]),
+        ("train.batch_size=0", ["train.batch_size", "greater than 0"]),
+        ("model.hidden_size=0", ["model.hidden_size", "greater than 0"]),
+        ("model.name=lstn", ["unknown model 'lstn'", "Did you mean 'lstm'"]),
+        ("trainlr", ["key.sub=value"]),
+    ],
+)
 def test_bad_overrides(override, words):
     assert_one_line_error(run("train", "examples/palindrome-lstm.yaml", override), 2, *words)
 
@@ -200,8 +229,9 @@ def test_cuda_requested_without_cuda(tmp_path):
 
 
 def test_bad_device_value():
-    assert_one_line_error(run("train", "examples/palindrome-lstm.yaml", "--device", "tpu"), 2,
-                          "device", "auto, cpu, cuda")
+    assert_one_line_error(
+        run("train", "examples/palindrome-lstm.yaml", "--device", "tpu"), 2, "device", "auto, cpu, cuda"
+    )
 
 
 def test_ctrl_c_during_train_exits_130_and_keeps_the_weights(tmp_path, monkeypatch):
@@ -216,3 +246,20 @@ def test_ctrl_c_during_train_exits_130_and_keeps_the_weights(tmp_path, monkeypat
     assert "interrupted at step 0" in result.stderr and "Traceback" not in result.output
     meta = json.loads((tmp_path / "palindrome-lstm" / "meta.json").read_text())
     assert meta["status"] == "interrupted" and meta["final_accuracy"] is None
+
+
+def test_broken_plugin_is_a_warning_and_the_rest_works(monkeypatch):
+    from importlib import metadata
+
+    from rnnkit.registry import ModelEntry, default_registry
+
+    registry = default_registry()
+    broken = metadata.EntryPoint("broken", "rnnkit_missing_plugin:MODEL", "rnnkit.models")
+    monkeypatch.setitem(registry.entries, "broken", ModelEntry("broken", broken.value, "rnnkit-broken", "0.1", broken))
+    monkeypatch.setattr(registry, "failures", [])
+    result = run("models", "--json")
+    assert result.exit_code == 0
+    assert {r["name"] for r in json.loads(result.stdout)} >= {"rnn", "lstm"}
+    assert "warning:" in result.stderr and "rnnkit-broken" in result.stderr and "broken" in result.stderr
+    trained = run("train", "examples/palindrome-lstm.yaml", "--print-config")
+    assert trained.exit_code == 0

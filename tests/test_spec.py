@@ -39,10 +39,16 @@ def test_unknown_keys_list_the_valid_ones():
         resolve_spec({**tiny_spec(), "optimiser": "adam"})
 
 
-@pytest.mark.parametrize("override,words", [
-    ("train.lr=0", "greater than 0"), ("train.lr=-1", "greater than 0"), ("train.batch_size=0", "greater than 0"),
-    ("model.hidden_size=-4", "greater than 0"), ("task.length=1", "at least 2"),
-])
+@pytest.mark.parametrize(
+    "override,words",
+    [
+        ("train.lr=0", "greater than 0"),
+        ("train.lr=-1", "greater than 0"),
+        ("train.batch_size=0", "greater than 0"),
+        ("model.hidden_size=-4", "greater than 0"),
+        ("task.length=1", "at least 2"),
+    ],
+)
 def test_bounds(override, words):
     with pytest.raises(SpecError, match=words):
         resolve_spec(tiny_spec(), [override])

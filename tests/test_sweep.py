@@ -5,14 +5,23 @@ import pytest
 from rnnkit.errors import SpecError, UsageError
 from rnnkit.sweep import SweepInterrupted, SweepPlan, load_sweep_spec, parse_lengths, read_results, run_sweep
 
-TINY = {"device": "cpu", "model": {"hidden_size": 8},
-        "train": {"batch_size": 16, "max_steps": 12, "log_every": 4, "eval_batches": 1, "lr": 0.01}}
+TINY = {
+    "device": "cpu",
+    "model": {"hidden_size": 8},
+    "train": {"batch_size": 16, "max_steps": 12, "log_every": 4, "eval_batches": 1, "lr": 0.01},
+}
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("5-35", list(range(5, 36))), ("5-35:5", [5, 10, 15, 20, 25, 30, 35]), ("5,10,20", [5, 10, 20]),
-    ("7", [7]), ("20,5-6", [5, 6, 20]),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("5-35", list(range(5, 36))),
+        ("5-35:5", [5, 10, 15, 20, 25, 30, 35]),
+        ("5,10,20", [5, 10, 20]),
+        ("7", [7]),
+        ("20,5-6", [5, 6, 20]),
+    ],
+)
 def test_parse_lengths(text, expected):
     assert parse_lengths(text) == expected
 
@@ -24,8 +33,13 @@ def test_parse_lengths_rejects(text):
 
 
 def _plan(tmp_path, **kw):
-    return SweepPlan(models=kw.pop("models", ["rnn", "lstm"]), lengths=kw.pop("lengths", [4, 5]),
-                     out=tmp_path / "sweep", base=TINY, **kw)
+    return SweepPlan(
+        models=kw.pop("models", ["rnn", "lstm"]),
+        lengths=kw.pop("lengths", [4, 5]),
+        out=tmp_path / "sweep",
+        base=TINY,
+        **kw,
+    )
 
 
 def test_sweep_writes_results_and_resumes(tmp_path):
@@ -33,8 +47,12 @@ def test_sweep_writes_results_and_resumes(tmp_path):
     rows = run_sweep(_plan(tmp_path), workers=1, on_result=lambda row, skipped: seen.append(skipped))
     assert len(rows) == 4 and seen == [False] * 4
     saved = read_results(tmp_path / "sweep" / "results.csv")
-    assert [(r["model"], r["length"], r["seed"]) for r in saved] == [("rnn", 4, 0), ("rnn", 5, 0),
-                                                                       ("lstm", 4, 0), ("lstm", 5, 0)]
+    assert [(r["model"], r["length"], r["seed"]) for r in saved] == [
+        ("rnn", 4, 0),
+        ("rnn", 5, 0),
+        ("lstm", 4, 0),
+        ("lstm", 5, 0),
+    ]
     assert all(r["status"] == "max_steps" and r["steps"] == 12 and 0 <= r["best_accuracy"] <= 1 for r in saved)
     assert (tmp_path / "sweep" / "rnn-T04-s0" / "model.safetensors").is_file()
 
@@ -44,8 +62,9 @@ def test_sweep_writes_results_and_resumes(tmp_path):
 
     # a changed spec is not "the same run": it runs again
     seen.clear()
-    run_sweep(_plan(tmp_path, overrides=["train.max_steps=8"]), workers=1,
-              on_result=lambda row, skipped: seen.append(skipped))
+    run_sweep(
+        _plan(tmp_path, overrides=["train.max_steps=8"]), workers=1, on_result=lambda row, skipped: seen.append(skipped)
+    )
     assert seen == [False] * 4
 
 
@@ -109,8 +128,9 @@ def test_parallel_workers(tmp_path):
 
 def test_sweep_spec_file(tmp_path):
     path = tmp_path / "sweep.yaml"
-    path.write_text("models: [lstm]\nlengths: 5-6\nper_length:\n  5: {train.lr: 0.02}\n"
-                    "spec:\n  train: {max_steps: 3}\n")
+    path.write_text(
+        "models: [lstm]\nlengths: 5-6\nper_length:\n  5: {train.lr: 0.02}\nspec:\n  train: {max_steps: 3}\n"
+    )
     data = load_sweep_spec(path)
     assert data["per_length"] == {5: {"train.lr": 0.02}} and data["spec"]["train"]["max_steps"] == 3
     path.write_text("modles: [lstm]\n")
@@ -120,7 +140,8 @@ def test_sweep_spec_file(tmp_path):
 
 def test_example_sweep_spec_resolves():
     data = load_sweep_spec("examples/sweep-palindrome.yaml")
-    plan = SweepPlan(models=data["models"], lengths=parse_lengths(data["lengths"]), base=data["spec"],
-                     per_length=data["per_length"])
+    plan = SweepPlan(
+        models=data["models"], lengths=parse_lengths(data["lengths"]), base=data["spec"], per_length=data["per_length"]
+    )
     specs = {(m, t): s for m, t, _, s in plan.run_specs()}
     assert specs[("lstm", 5)].train.lr == 0.01 and specs[("lstm", 7)].train.lr == 0.015

@@ -13,8 +13,9 @@ from tests.conftest import tiny_spec
 
 
 def test_lstm_learns_short_palindromes_and_stops_early(tmp_path):
-    spec = resolve_spec(tiny_spec(), ["train.max_steps=400", "train.early_stop.window=10",
-                                      "train.early_stop.threshold=0.95"])
+    spec = resolve_spec(
+        tiny_spec(), ["train.max_steps=400", "train.early_stop.window=10", "train.early_stop.threshold=0.95"]
+    )
     meta = train_run(spec, tmp_path / "run", progress=False)
     assert meta["status"] == "solved"
     assert meta["steps"] < 400
@@ -49,8 +50,16 @@ def test_same_seed_same_weights(tmp_path):
 
 def test_plateau_is_recorded(tmp_path):
     # lr tiny: nothing is learnt, so the plateau rule ends the run before max_steps
-    spec = resolve_spec(tiny_spec(), ["task.length=12", "train.lr=1e-9", "train.max_steps=500",
-                                      "train.plateau.patience=40", "train.early_stop.window=5"])
+    spec = resolve_spec(
+        tiny_spec(),
+        [
+            "task.length=12",
+            "train.lr=1e-9",
+            "train.max_steps=500",
+            "train.plateau.patience=40",
+            "train.early_stop.window=5",
+        ],
+    )
     meta = train_run(spec, tmp_path / "run", progress=False)
     assert meta["status"] == "plateau" and meta["steps"] < 500
 
@@ -79,8 +88,12 @@ def test_optimizers(name):
     spec = resolve_spec(tiny_spec(), [f"train.optimizer={name}"])
     params = [torch.nn.Parameter(torch.ones(2))]
     opt = make_optimizer(params, spec.train)
-    expected = {"sgd": torch.optim.SGD, "momentum": torch.optim.SGD, "rmsprop": torch.optim.RMSprop,
-                "adam": torch.optim.Adam}[name]
+    expected = {
+        "sgd": torch.optim.SGD,
+        "momentum": torch.optim.SGD,
+        "rmsprop": torch.optim.RMSprop,
+        "adam": torch.optim.Adam,
+    }[name]
     assert type(opt) is expected
     if name == "momentum":
         assert opt.param_groups[0]["momentum"] == 0.9

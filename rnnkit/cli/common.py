@@ -55,8 +55,10 @@ def handle_errors(func: F) -> F:
         except Exception as exc:  # a bug: still one line, with the way to see more
             if debug():
                 raise
-            raise fail(f"internal error: {type(exc).__name__}: {_escape(str(exc))} "
-                       "(set RNNKIT_DEBUG=1 to see the traceback)", 1) from None
+            raise fail(
+                f"internal error: {type(exc).__name__}: {_escape(str(exc))} (set RNNKIT_DEBUG=1 to see the traceback)",
+                1,
+            ) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -11,11 +11,14 @@ from rnnkit.cli.common import handle_errors, out_console, report_plugin_failures
 
 @handle_errors
 def models(
-    settings: list[str] = typer.Option(None, "--set", "-s", help="Config value for the parameter count, "
-                                       "e.g. -s hidden_size=64 (applied to models that have the key).",
-                                       show_default=False),
-    input_size: int = typer.Option(10, help="Input size for the count (palindromes: 10 one-hot, 1 scalar).",
-                                   min=1),
+    settings: list[str] = typer.Option(
+        None,
+        "--set",
+        "-s",
+        help="Config value for the parameter count, e.g. -s hidden_size=64 (applied to models that have the key).",
+        show_default=False,
+    ),
+    input_size: int = typer.Option(10, help="Input size for the count (palindromes: 10 one-hot, 1 scalar).", min=1),
     num_classes: int = typer.Option(10, help="Number of classes for the count.", min=1),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
@@ -29,12 +32,16 @@ def models(
         from rich.table import Table
 
         table = Table(title=f"rnnkit models (parameters for input {input_size}, classes {num_classes})")
-        for column in ("name", "tasks", "provided by", "parameters", "config", "description"):
-            table.add_column(column, justify="right" if column == "parameters" else "left")
+        table.add_column("name", no_wrap=True)
+        table.add_column("tasks")
+        table.add_column("provided by", no_wrap=True)
+        table.add_column("parameters", justify="right", no_wrap=True)
+        table.add_column("config")
         for row in rows:
             config = ", ".join(f"{k}={v}" for k, v in row["config"].items())
             params = f"{row['parameters']:,}" if row["parameters"] is not None else "-"
-            table.add_row(row["name"], ", ".join(row["tasks"]), f"{row['distribution']} {row['version']}",
-                          params, config, row["description"])
+            table.add_row(
+                row["name"], ", ".join(row["tasks"]), f"{row['distribution']} {row['version']}", params, config
+            )
         out_console.print(table)
     report_plugin_failures()

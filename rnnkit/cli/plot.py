@@ -11,10 +11,18 @@ from rnnkit.cli.common import handle_errors, out_console
 
 @handle_errors
 def plot(
-    path: Path = typer.Argument(..., help="A sweep directory (accuracy vs length) or a run directory "
-                                "(loss and accuracy curves).", show_default=False),
-    out: Path = typer.Option(None, "--out", "-o", help="Output file; its extension picks the format "
-                             "(png, pdf, svg). Default: a PNG inside PATH.", show_default=False),
+    path: Path = typer.Argument(
+        ...,
+        help="A sweep directory (accuracy vs length) or a run directory (loss and accuracy curves).",
+        show_default=False,
+    ),
+    out: Path = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Output file; its extension picks the format (png, pdf, svg). Default: a PNG inside PATH.",
+        show_default=False,
+    ),
 ) -> None:
     """Draw the figure of a sweep or a run (headless)."""
     from rnnkit.plotting import plot_path

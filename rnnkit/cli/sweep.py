@@ -12,17 +12,28 @@ from rnnkit.cli.common import err_console, handle_errors, out_console, report_pl
 
 @handle_errors
 def sweep(
-    spec: Path = typer.Argument(None, help="Optional sweep spec (YAML): models, lengths, seeds, a base run "
-                                "spec and per-length overrides; options below override it.", show_default=False),
-    lengths: str = typer.Option(None, help="Palindrome lengths: 5-35, 5-35:5 or 5,10,20 [default: 5-35].",
-                                show_default=False),
+    spec: Path = typer.Argument(
+        None,
+        help="Optional sweep spec (YAML): models, lengths, seeds, a base run "
+        "spec and per-length overrides; options below override it.",
+        show_default=False,
+    ),
+    lengths: str = typer.Option(
+        None, help="Palindrome lengths: 5-35, 5-35:5 or 5,10,20 [default: 5-35].", show_default=False
+    ),
     models: str = typer.Option(None, help="Comma-separated model names [default: rnn,lstm].", show_default=False),
     seeds: int = typer.Option(None, help="Seeds per (model, length): 0..N-1 [default: 1].", show_default=False),
-    workers: int = typer.Option(None, help="Runs in parallel, each in its own process [default: CPU count].",
-                                show_default=False),
+    workers: int = typer.Option(
+        None, help="Runs in parallel, each in its own process [default: CPU count].", show_default=False
+    ),
     out: Path = typer.Option(None, help="Sweep directory [default: runs/sweep-palindrome].", show_default=False),
-    settings: list[str] = typer.Option(None, "--set", "-s", help="Override for every run, e.g. -s "
-                                       "train.optimizer=adam (repeatable).", show_default=False),
+    settings: list[str] = typer.Option(
+        None,
+        "--set",
+        "-s",
+        help="Override for every run, e.g. -s train.optimizer=adam (repeatable).",
+        show_default=False,
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
 ) -> None:
     """Train every model at every palindrome length; results.csv, a summary table and the figure.
@@ -53,9 +64,12 @@ def sweep(
     plan.run_specs()  # validate every run before starting any
     prepare_run_dir(plan.out)
     report_plugin_failures()
-    err_console.print(f"sweep: {runs} runs ({', '.join(plan.models)} x {len(plan.lengths)} lengths x "
-                      f"{plan.seeds} seeds), {n_workers} workers -> {plan.out}")
+    err_console.print(
+        f"sweep: {runs} runs ({', '.join(plan.models)} x {len(plan.lengths)} lengths x "
+        f"{plan.seeds} seeds), {n_workers} workers -> {plan.out}"
+    )
     with CountProgress(runs, "runs", enabled=progress) as bar:
+
         def on_result(row: dict, skipped: bool) -> None:
             bar.advance()
             what = "skipped (done)" if skipped else row["status"]

@@ -12,16 +12,19 @@ from rnnkit.cli.common import err_console, handle_errors, out_console, report_pl
 @handle_errors
 def train(
     spec: Path = typer.Argument(..., help="YAML run spec, e.g. examples/palindrome-lstm.yaml.", show_default=False),
-    overrides: list[str] = typer.Argument(None, help="Overrides as dotted key=value, e.g. train.lr=0.01 "
-                                          "model.hidden_size=64.", show_default=False),
+    overrides: list[str] = typer.Argument(
+        None, help="Overrides as dotted key=value, e.g. train.lr=0.01 model.hidden_size=64.", show_default=False
+    ),
     print_config: bool = typer.Option(False, "--print-config", help="Print the resolved spec and exit."),
     device: str = typer.Option(None, help="auto, cpu or cuda (default: the spec's, else auto).", show_default=False),
     seed: int = typer.Option(None, help="Random seed (default: the spec's, else 0).", show_default=False),
-    out_dir: Path = typer.Option(None, "--out-dir", help="Parent of the run directory (default: runs).",
-                                 show_default=False),
+    out_dir: Path = typer.Option(
+        None, "--out-dir", help="Parent of the run directory (default: runs).", show_default=False
+    ),
     name: str = typer.Option(None, help="Run name (default: the spec's, else the file name).", show_default=False),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr (off when "
-                                  "stderr is not a terminal)."),
+    progress: bool = typer.Option(
+        True, "--progress/--no-progress", help="Progress bar on stderr (off when stderr is not a terminal)."
+    ),
 ) -> None:
     """Train one model from a run spec; writes runs/<name>/ (config, metrics.jsonl, weights)."""
     from rnnkit.runner import prepare_run_dir, resolve_device, train_run, unique_run_dir
@@ -42,4 +45,5 @@ def train(
     meta = train_run(resolved, run_dir, progress=progress)
     typer.echo(
         f"{run_dir}: {meta['status']} after {meta['steps']} steps, final accuracy {meta['final_accuracy']:.3f} "
-        f"(best {meta['best_accuracy']:.3f}), {meta['seconds']:.1f}s")
+        f"(best {meta['best_accuracy']:.3f}), {meta['seconds']:.1f}s"
+    )
