@@ -25,8 +25,9 @@ def progress_enabled(requested: bool = True) -> bool:
 class TrainingProgress:
     """A training callback: one bar with loss, accuracy and steps/s, updated every step."""
 
-    def __init__(self, total_steps: int, description: str, enabled: bool = True) -> None:
+    def __init__(self, total_steps: int, description: str, enabled: bool = True, start: int = 0) -> None:
         self.enabled = progress_enabled(enabled)
+        self.start = start
         self.progress: Progress | None = None
         self.total = total_steps
         self.description = description
@@ -46,7 +47,7 @@ class TrainingProgress:
             )
             self.progress.start()
             self.task_id = self.progress.add_task(
-                self.description, total=self.total, loss=float("nan"), acc=0.0, rate=0.0
+                self.description, total=self.total, completed=self.start, loss=float("nan"), acc=0.0, rate=0.0
             )
         return self
 
@@ -58,8 +59,12 @@ class TrainingProgress:
         if self.progress is not None:
             self.progress.update(self.task_id, completed=step, loss=loss, acc=accuracy, rate=steps_per_s)
 
-    def on_log(self, record: dict[str, Any]) -> None:
-        pass
+    def print(self, message: str) -> None:
+        """A line above the bar (stderr), e.g. a training sample."""
+        if self.progress is not None:
+            self.progress.console.print(message, markup=False, highlight=False)
+        else:
+            stderr_console.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
 class CountProgress:

@@ -23,6 +23,7 @@ ENTRY_POINT_GROUP = "rnnkit.models"
 #: Tasks a model can declare, and the keyword arguments ``build`` receives for each.
 TASKS: dict[str, tuple[str, ...]] = {
     "sequence-classification": ("input_size", "num_classes"),
+    "char-lm": ("vocab_size",),
 }
 
 

@@ -2,25 +2,30 @@
 
 runs/<name>/config.yaml        the resolved spec (enough to rebuild the model)
 runs/<name>/metrics.jsonl      one JSON object per logged step, then the final evaluation
-runs/<name>/model.safetensors  final weights
-runs/<name>/meta.json          model, task, status, step and metrics of the run
+runs/<name>/model.safetensors  latest weights (every checkpoint_every steps, on Ctrl-C, at the end)
+runs/<name>/meta.json          model, task, status, step and metrics of those weights (and vocabulary)
+runs/<name>/state.pt           trainer state of those weights, for --resume
+runs/<name>/best/              weights and meta.json of the best validation loss so far
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 from pathlib import Path
 from typing import IO, Any
 
 from rnnkit import __version__
-from rnnkit.checkpoint import META_FILE, atomic_write_text, read_meta, save_checkpoint
+from rnnkit.checkpoint import META_FILE, atomic_write_bytes, atomic_write_text, read_meta, save_checkpoint
 from rnnkit.errors import RunError
 from rnnkit.spec import RunSpec
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
+STATE_FILE = "state.pt"  # optimiser, schedule, RNG and loop counters; loaded with weights_only=True
+BEST_DIR = "best"
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -41,9 +46,6 @@ class MetricsWriter:
 
     def __init__(self, path: Path) -> None:
         self.file: IO[str] = open(path, "a", encoding="utf-8")
-
-    def on_step(self, step: int, loss: float, accuracy: float, steps_per_s: float) -> None:
-        pass
 
     def on_log(self, record: dict[str, Any]) -> None:
         self.file.write(json.dumps(record) + "\n")
@@ -96,14 +98,57 @@ def run_status(run_dir: Path) -> str | None:
         return None
 
 
-def train_run(spec: RunSpec, run_dir: Path, *, progress: bool = True, threads: int | None = None) -> dict[str, Any]:
-    """Train ``spec`` into ``run_dir``; returns the run's result (status, steps, accuracies, seconds).
+class Checkpointer:
+    """Training callback: the latest checkpoint every ``checkpoint_every`` steps (weights, meta and the
+    trainer state for resume) and, after each evaluation that improves the validation loss, the best
+    weights in ``best/``."""
 
-    On Ctrl-C the weights reached so far are saved with status ``interrupted`` and RunInterrupted
-    is raised.
+    def __init__(self, run_dir: Path, model: Any, base_meta: dict[str, Any]) -> None:
+        self.run_dir = run_dir
+        self.model = model
+        self.base_meta = base_meta
+
+    def meta(self, trainer: Any, status: str, **extra: Any) -> dict[str, Any]:
+        return {**self.base_meta, "status": status, "steps": trainer.step, "seconds": trainer.elapsed, **extra}
+
+    def save(self, trainer: Any, meta: dict[str, Any], directory: Path | None = None) -> None:
+        import torch
+
+        directory = directory or self.run_dir
+        if directory == self.run_dir:  # the state first: a weights file never points past its state
+            buffer = io.BytesIO()
+            torch.save(trainer.state_dict(), buffer)
+            atomic_write_bytes(directory / STATE_FILE, buffer.getvalue())
+        save_checkpoint(directory, self.model.state_dict(), meta)
+
+    def on_checkpoint(self, trainer: Any) -> None:
+        self.save(trainer, self.meta(trainer, "running", best_accuracy=trainer.best_accuracy))
+
+    def on_eval(self, trainer: Any, metrics: dict[str, float]) -> None:
+        if metrics["loss"] < trainer.best_eval_loss:
+            best = prepare_run_dir(self.run_dir / BEST_DIR)
+            eval_metrics = {f"eval_{k}": v for k, v in metrics.items()}
+            self.save(trainer, self.meta(trainer, "best", **eval_metrics), best)
+
+
+def train_run(
+    spec: RunSpec,
+    run_dir: Path,
+    *,
+    progress: bool = True,
+    threads: int | None = None,
+    resume: bool = False,
+    callbacks: list[Any] = (),
+) -> dict[str, Any]:
+    """Train ``spec`` into ``run_dir``; returns the run's metadata (status, steps, accuracies, seconds).
+
+    With ``resume``, the model and trainer state saved in ``run_dir`` are restored and training
+    continues to ``spec.train.max_steps`` exactly as if it had never stopped. On Ctrl-C the weights
+    and trainer state so far are saved with status ``interrupted`` and RunInterrupted is raised.
     """
     import torch
 
+    from rnnkit.checkpoint import load_checkpoint
     from rnnkit.progress import TrainingProgress
     from rnnkit.registry import get_model
     from rnnkit.tasks import task_types
@@ -118,18 +163,7 @@ def train_run(spec: RunSpec, run_dir: Path, *, progress: bool = True, threads: i
     torch.manual_seed(spec.seed)
     task = task_type.factory(spec.task, device, spec.seed)
     model = model_def.build(spec.model, **task.dims).to(device)
-
-    atomic_write_text(run_dir / CONFIG_FILE, spec.to_yaml())
-    (run_dir / METRICS_FILE).unlink(missing_ok=True)
-    (run_dir / META_FILE).unlink(missing_ok=True)
-    metrics = MetricsWriter(run_dir / METRICS_FILE)
-    try:
-        with TrainingProgress(spec.train.max_steps, spec.name, enabled=progress) as bar:
-            trainer = Trainer(model, task, spec.train, callbacks=[metrics, bar])
-            result = trainer.run()
-    finally:
-        metrics.close()
-    meta = {
+    base_meta = {
         "rnnkit_version": __version__,
         "model": spec.model_name,
         "model_task": task_type.model_task,
@@ -138,9 +172,46 @@ def train_run(spec: RunSpec, run_dir: Path, *, progress: bool = True, threads: i
         "task_dims": task.dims,
         "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "device": str(device),
-        **result.to_dict(),
+        **(task.meta() if hasattr(task, "meta") else {}),
     }
-    save_checkpoint(run_dir, model.state_dict(), meta)
+    checkpointer = Checkpointer(run_dir, model, base_meta)
+    trainer = Trainer(model, task, spec.train)
+    if resume:
+        state_path = run_dir / STATE_FILE
+        if not state_path.is_file():
+            raise RunError(f"cannot resume {run_dir}: it has no {STATE_FILE} (was it trained by this version?)")
+        weights, saved = load_checkpoint(run_dir, device=str(device))
+        try:
+            model.load_state_dict(weights)
+            trainer.load_state_dict(torch.load(state_path, map_location=device, weights_only=True))
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise RunError(f"cannot resume {run_dir}: its checkpoint does not match the spec ({exc})") from exc
+        if trainer.step != saved.get("steps"):
+            raise RunError(f"cannot resume {run_dir}: weights (step {saved.get('steps')}) and trainer state "
+                           f"(step {trainer.step}) disagree")
+        _truncate_metrics(run_dir / METRICS_FILE, trainer.step)
+    else:
+        for stale in (METRICS_FILE, META_FILE, STATE_FILE):
+            (run_dir / stale).unlink(missing_ok=True)
+    atomic_write_text(run_dir / CONFIG_FILE, spec.to_yaml())
+    metrics = MetricsWriter(run_dir / METRICS_FILE)
+    try:
+        with TrainingProgress(spec.train.max_steps, spec.name, enabled=progress, start=trainer.step) as bar:
+            trainer.callbacks = [metrics, bar, checkpointer, *callbacks]
+            result = trainer.run()
+    finally:
+        metrics.close()
+    meta = {**base_meta, **result.to_dict()}
+    checkpointer.save(trainer, meta)
     if result.status == "interrupted":
         raise RunInterrupted(run_dir, result.steps, meta)
     return meta
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop records logged after ``step`` (they belong to training that the checkpoint does not hold)."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step]
+    atomic_write_text(path, "".join(line + "\n" for line in kept))

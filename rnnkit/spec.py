@@ -56,7 +56,11 @@ class TrainConfig:
     lr_decay_every: int = field(default=5000, metadata={"gt": 0})
     lr_gamma: float = field(default=0.96, metadata={"gt": 0, "le": 1})
     log_every: int = field(default=50, metadata={"gt": 0})
+    eval_every: int = field(default=0, metadata={"ge": 0})  # 0: only at the end
     eval_batches: int = field(default=10, metadata={"gt": 0})
+    checkpoint_every: int = field(default=0, metadata={"ge": 0})  # 0: only at the end
+    sample_every: int = field(default=0, metadata={"ge": 0})  # 0: never (tasks that generate text)
+    sample_length: int = field(default=30, metadata={"gt": 0})
     early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
     plateau: PlateauConfig = field(default_factory=PlateauConfig)
 

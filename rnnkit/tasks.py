@@ -22,7 +22,10 @@ class TaskType:
 def task_types() -> dict[str, TaskType]:
     """Every built-in task by name (imports torch: call it only when a run is being set up)."""
     from rnnkit.data.palindrome import PalindromeConfig, PalindromeTask
+    from rnnkit.data.text import TextConfig
+    from rnnkit.data.text_task import TextTask
 
     return {
         "palindrome": TaskType("palindrome", PalindromeTask.model_task, PalindromeConfig, PalindromeTask),
+        "text": TaskType("text", TextTask.model_task, TextConfig, TextTask),
     }

@@ -1,13 +1,19 @@
-"""A model-agnostic training loop: optimiser, gradient clipping, schedule, early stop and plateau stop.
+"""A model-agnostic training loop: optimiser, gradient clipping, schedule, evaluation, stopping rules.
 
-The loop knows nothing about the model or the data: a task hands it fresh batches and scores a
-batch (loss and number correct). Callbacks see every step (progress bars) and every logged record
-(``metrics.jsonl``). Ctrl-C ends the loop with status ``interrupted`` so the caller can save.
+The loop knows nothing about the model or the data: a task hands it fresh batches, scores a batch
+(loss and number correct) and evaluates the model. Callbacks see every step (progress bars), every
+logged record (``metrics.jsonl``), every evaluation (best checkpoint), every sample and every
+checkpoint point. The loop's whole state (step, optimiser, schedule, random generators, stopping
+counters) round-trips through ``state_dict`` so a resumed run continues exactly as if never stopped.
+Ctrl-C (or SIGTERM) finishes the step in flight, then ends the loop with status ``interrupted``; a
+second Ctrl-C stops at once.
 """
 
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -32,11 +38,23 @@ class Task(Protocol):
 
     def evaluate(self, model: torch.nn.Module, batch_size: int, batches: int) -> dict[str, float]: ...
 
+    def rng_state(self) -> dict[str, torch.Tensor]: ...
 
-class Callback(Protocol):
+    def set_rng_state(self, state: dict[str, torch.Tensor]) -> None: ...
+
+
+class Callback:
+    """Hooks the loop calls; every method is optional (the defaults do nothing)."""
+
     def on_step(self, step: int, loss: float, accuracy: float, steps_per_s: float) -> None: ...
 
     def on_log(self, record: dict[str, Any]) -> None: ...
+
+    def on_eval(self, trainer: Trainer, metrics: dict[str, float]) -> None: ...
+
+    def on_sample(self, step: int, text: str) -> None: ...
+
+    def on_checkpoint(self, trainer: Trainer) -> None: ...
 
 
 @dataclass
@@ -47,6 +65,7 @@ class TrainResult:
     final_accuracy: float | None  # None when interrupted before the final evaluation
     final_loss: float | None
     seconds: float
+    final_metrics: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -77,6 +96,32 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
+class _StopOnSignal:
+    """While active, the first Ctrl-C (SIGINT) or SIGTERM asks the loop to stop after the current step
+    (so the run is saved whole); a second Ctrl-C interrupts at once. Installed even where SIGINT was
+    ignored (a job started in the background), so ``kill -INT`` stops a run cleanly too."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> _StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+
 class Trainer:
     """Trains ``model`` on fresh batches from ``task`` under ``cfg`` until a stopping rule fires."""
 
@@ -90,10 +135,47 @@ class Trainer:
         self.optimizer = make_optimizer(model.parameters(), cfg)
         self.scheduler = make_scheduler(self.optimizer, cfg)
         self.step = 0
+        self.elapsed = 0.0  # seconds of training before this process (resumed runs)
+        self.best_accuracy = 0.0
+        self.best_eval_loss = math.inf
+        self._window: deque[float] = deque(maxlen=cfg.early_stop.window)
+        self._plateau_best, self._plateau_step = -1.0, 0
+        self._start = time.perf_counter()
 
-    def _log(self, record: dict[str, Any]) -> None:
+    # -- state --------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: optimiser, schedule, RNGs, counters."""
+        return {
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "task_rng": self.task.rng_state(),
+            "best_accuracy": self.best_accuracy,
+            "best_eval_loss": self.best_eval_loss,
+            "window": list(self._window),
+            "plateau": [self._plateau_best, self._plateau_step],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+        self.elapsed = float(state["elapsed"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.task.set_rng_state(state["task_rng"])
+        self.best_accuracy = float(state["best_accuracy"])
+        self.best_eval_loss = float(state["best_eval_loss"])
+        self._window.extend(state["window"])
+        self._plateau_best, self._plateau_step = float(state["plateau"][0]), int(state["plateau"][1])
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def _emit(self, hook: str, *args: Any) -> None:
         for cb in self.callbacks:
-            cb.on_log(record)
+            getattr(cb, hook, lambda *a: None)(*args)
 
     def train_step(self) -> tuple[float, float, float]:
         """One optimisation step on a fresh batch: (loss, accuracy, gradient norm before clipping)."""
@@ -105,80 +187,90 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
         self.optimizer.step()
         self.scheduler.step()
-        return loss.item(), correct.item() / len(y), float(grad_norm)
+        return loss.item(), correct.item() / y.numel(), float(grad_norm)
+
+    def evaluate(self) -> dict[str, float]:
+        """Evaluate, log ``eval_*`` metrics, and tell the callbacks (best checkpoints)."""
+        metrics = self.task.evaluate(self.model, self.cfg.batch_size, self.cfg.eval_batches)
+        self.model.train()
+        self._log({"step": self.step, **{f"eval_{k}": v for k, v in metrics.items()}})
+        self._emit("on_eval", self, metrics)
+        self.best_eval_loss = min(self.best_eval_loss, metrics["loss"])
+        return metrics
+
+    def _log(self, record: dict[str, Any]) -> None:
+        # elapsed: seconds of training in this run so far, earlier processes included (resume)
+        record.setdefault("elapsed", round(self.elapsed + time.perf_counter() - self._start, 4))
+        self._emit("on_log", record)
 
     def run(self) -> TrainResult:
         cfg = self.cfg
         es, plateau = cfg.early_stop, cfg.plateau
-        window: deque[float] = deque(maxlen=es.window)
-        window_sum = 0.0
-        best = 0.0
-        plateau_best, plateau_step = -1.0, 0
-        log_loss = log_acc = log_norm = 0.0
-        log_n = 0
+        window = self._window
+        sums = {"loss": 0.0, "accuracy": 0.0, "grad_norm": 0.0, "n": 0}
         status = "max_steps"
-        start = time.perf_counter()
+        self._start = start = time.perf_counter()
+        first_step = self.step
         self.model.train()
+
+        def flush_log(lr: float) -> None:
+            n = sums["n"]
+            if n:
+                self._log(
+                    {
+                        "step": self.step,
+                        "loss": sums["loss"] / n,
+                        "accuracy": sums["accuracy"] / n,
+                        "lr": lr,
+                        "grad_norm": sums["grad_norm"] / n,
+                    }
+                )
+            sums.update(loss=0.0, accuracy=0.0, grad_norm=0.0, n=0)
+
         try:
-            while self.step < cfg.max_steps:
-                lr = self.optimizer.param_groups[0]["lr"]
-                loss, acc, grad_norm = self.train_step()
-                self.step += 1
-                if len(window) == window.maxlen:
-                    window_sum -= window[0]
-                window.append(acc)
-                window_sum += acc
-                windowed = window_sum / len(window)
-                if len(window) == window.maxlen:
-                    best = max(best, windowed)
-                log_loss, log_acc, log_norm, log_n = log_loss + loss, log_acc + acc, log_norm + grad_norm, log_n + 1
-                elapsed = time.perf_counter() - start
-                for cb in self.callbacks:
-                    cb.on_step(self.step, loss, windowed, self.step / elapsed if elapsed > 0 else 0.0)
-                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
-                    self._log(
-                        {
-                            "step": self.step,
-                            "loss": log_loss / log_n,
-                            "accuracy": log_acc / log_n,
-                            "lr": lr,
-                            "grad_norm": log_norm / log_n,
-                            "elapsed": round(elapsed, 4),
-                        }
+            with _StopOnSignal() as stop:
+                while self.step < cfg.max_steps:
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    loss, acc, grad_norm = self.train_step()
+                    self.step += 1
+                    window.append(acc)
+                    windowed = sum(window) / len(window)
+                    if len(window) == window.maxlen:
+                        self.best_accuracy = max(self.best_accuracy, windowed)
+                    sums.update(
+                        loss=sums["loss"] + loss,
+                        accuracy=sums["accuracy"] + acc,
+                        grad_norm=sums["grad_norm"] + grad_norm,
+                        n=sums["n"] + 1,
                     )
-                    log_loss = log_acc = log_norm = 0.0
-                    log_n = 0
-                if es.threshold > 0 and len(window) == window.maxlen and windowed >= es.threshold:
-                    status = "solved"
-                    break
-                if best > plateau_best + plateau.min_delta:
-                    plateau_best, plateau_step = best, self.step
-                elif plateau.patience and self.step - plateau_step >= plateau.patience:
-                    status = "plateau"
-                    break
+                    now = time.perf_counter() - start
+                    self._emit("on_step", self.step, loss, windowed, (self.step - first_step) / now if now else 0.0)
+                    if self.step % cfg.log_every == 0:
+                        flush_log(lr)
+                    if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
+                        self.evaluate()
+                    if cfg.sample_every and self.step % cfg.sample_every == 0 and hasattr(self.task, "sample"):
+                        self._emit("on_sample", self.step, self.task.sample(self.model, cfg.sample_length))
+                    if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.max_steps:
+                        self._emit("on_checkpoint", self)
+                    if stop.requested:
+                        status = "interrupted"
+                        break
+                    if es.threshold > 0 and len(window) == window.maxlen and windowed >= es.threshold:
+                        status = "solved"
+                        break
+                    if self.best_accuracy > self._plateau_best + plateau.min_delta:
+                        self._plateau_best, self._plateau_step = self.best_accuracy, self.step
+                    elif plateau.patience and self.step - self._plateau_step >= plateau.patience:
+                        status = "plateau"
+                        break
         except KeyboardInterrupt:
             status = "interrupted"
-        seconds = time.perf_counter() - start
+        flush_log(self.optimizer.param_groups[0]["lr"])
         if status == "interrupted":
-            return TrainResult(status, self.step, best, None, None, seconds)
-        if log_n:
-            self._log(
-                {
-                    "step": self.step,
-                    "loss": log_loss / log_n,
-                    "accuracy": log_acc / log_n,
-                    "lr": self.optimizer.param_groups[0]["lr"],
-                    "grad_norm": log_norm / log_n,
-                    "elapsed": round(seconds, 4),
-                }
-            )
-        final = self.task.evaluate(self.model, cfg.batch_size, cfg.eval_batches)
-        self._log(
-            {
-                "step": self.step,
-                "eval_loss": final["loss"],
-                "eval_accuracy": final["accuracy"],
-                "elapsed": round(time.perf_counter() - start, 4),
-            }
-        )
-        return TrainResult(status, self.step, max(best, final["accuracy"]), final["accuracy"], final["loss"], seconds)
+            self.elapsed += time.perf_counter() - start
+            return TrainResult(status, self.step, self.best_accuracy, None, None, self.elapsed)
+        final = self.evaluate()
+        self.elapsed += time.perf_counter() - start
+        best = max(self.best_accuracy, final["accuracy"])
+        return TrainResult(status, self.step, best, final["accuracy"], final["loss"], self.elapsed, final)

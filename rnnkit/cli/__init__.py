@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from rnnkit import __version__
+from rnnkit.cli.generate import complete, sample
 from rnnkit.cli.models import models
 from rnnkit.cli.plot import plot
 from rnnkit.cli.sweep import sweep
@@ -37,6 +38,8 @@ def _root(
 app.command()(train)
 app.command()(sweep)
 app.command()(plot)
+app.command()(sample)
+app.command()(complete)
 app.command()(models)
 
 

@@ -1,7 +1,8 @@
-"""`rnnkit train SPEC.yaml [key.sub=value ...]`"""
+"""`rnnkit train SPEC.yaml [key.sub=value ...]` and `rnnkit train --resume RUN_DIR`"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -9,11 +10,29 @@ import typer
 from rnnkit.cli.common import err_console, handle_errors, out_console, report_plugin_failures
 
 
+class SamplePrinter:
+    """Training callback: prints each training sample on stderr, like "Step 08K/40K: ..."."""
+
+    def __init__(self, max_steps: int) -> None:
+        self.max_steps = max_steps
+
+    def on_sample(self, step: int, text: str) -> None:
+        shown = text.replace("\n", "\\n")
+        if self.max_steps >= 1000:
+            where = f"Step {step // 1000:02d}K/{self.max_steps // 1000}K"
+        else:
+            where = f"Step {step}/{self.max_steps}"
+        err_console.print(f"{where}: {shown}", markup=False, highlight=False)
+
+
 @handle_errors
 def train(
-    spec: Path = typer.Argument(..., help="YAML run spec, e.g. examples/palindrome-lstm.yaml.", show_default=False),
+    spec: Path = typer.Argument(None, help="YAML run spec, e.g. examples/palindrome-lstm.yaml.", show_default=False),
     overrides: list[str] = typer.Argument(
         None, help="Overrides as dotted key=value, e.g. train.lr=0.01 model.hidden_size=64.", show_default=False
+    ),
+    resume: Path = typer.Option(
+        None, "--resume", help="Continue the run in this directory from its last checkpoint.", show_default=False
     ),
     print_config: bool = typer.Option(False, "--print-config", help="Print the resolved spec and exit."),
     device: str = typer.Option(None, help="auto, cpu or cuda (default: the spec's, else auto).", show_default=False),
@@ -22,15 +41,32 @@ def train(
         None, "--out-dir", help="Parent of the run directory (default: runs).", show_default=False
     ),
     name: str = typer.Option(None, help="Run name (default: the spec's, else the file name).", show_default=False),
+    data_dir: Path = typer.Option(
+        None, "--data-dir", help="Where named corpora are looked for first (else $RNNKIT_DATA_DIR, the cache, "
+        "a download).", show_default=False
+    ),
     progress: bool = typer.Option(
         True, "--progress/--no-progress", help="Progress bar on stderr (off when stderr is not a terminal)."
     ),
 ) -> None:
-    """Train one model from a run spec; writes runs/<name>/ (config, metrics.jsonl, weights)."""
-    from rnnkit.runner import prepare_run_dir, resolve_device, train_run, unique_run_dir
+    """Train a model from a run spec into runs/<name>/ (config, metrics.jsonl, weights); Ctrl-C saves."""
+    from rnnkit.errors import UsageError
+    from rnnkit.runner import CONFIG_FILE, prepare_run_dir, resolve_device, train_run, unique_run_dir
     from rnnkit.spec import load_spec
 
+    if data_dir is not None:
+        os.environ["RNNKIT_DATA_DIR"] = str(data_dir)
     extra = list(overrides or [])
+    if resume is not None:
+        if spec is not None and "=" in str(spec):  # `train --resume DIR key=value`: the spec slot holds one
+            extra.insert(0, str(spec))
+        elif spec is not None:
+            raise UsageError("give either a spec or --resume RUN_DIR, not both")
+        if not (resume / CONFIG_FILE).is_file():
+            raise UsageError(f"cannot resume {resume}: it is not a run directory (no {CONFIG_FILE})")
+        spec = resume / CONFIG_FILE
+    elif spec is None:
+        raise UsageError("give a run spec (e.g. examples/palindrome-lstm.yaml) or --resume RUN_DIR")
     for key, value in (("device", device), ("seed", seed), ("out_dir", out_dir), ("name", name)):
         if value is not None:
             extra.append(f"{key}={value}")
@@ -40,10 +76,14 @@ def train(
         out_console.print(resolved.to_yaml(), end="", markup=False, highlight=False)
         return
     resolve_device(resolved.device)  # fail before creating anything
-    run_dir = prepare_run_dir(unique_run_dir(resolved.out_dir, resolved.name))
-    err_console.print(f"training [bold]{resolved.model_name}[/] on {resolved.task_name} -> {run_dir}")
-    meta = train_run(resolved, run_dir, progress=progress)
+    run_dir = resume if resume is not None else prepare_run_dir(unique_run_dir(resolved.out_dir, resolved.name))
+    verb = "resuming" if resume is not None else "training"
+    err_console.print(f"{verb} [bold]{resolved.model_name}[/] on {resolved.task_name} -> {run_dir}")
+    meta = train_run(resolved, run_dir, progress=progress, resume=resume is not None,
+                     callbacks=[SamplePrinter(resolved.train.max_steps)])
+    final = meta.get("final_metrics") or {}
+    extra_metrics = "".join(f", validation {k} {v:.3f}" for k, v in final.items() if k not in ("loss", "accuracy"))
     typer.echo(
         f"{run_dir}: {meta['status']} after {meta['steps']} steps, final accuracy {meta['final_accuracy']:.3f} "
-        f"(best {meta['best_accuracy']:.3f}), {meta['seconds']:.1f}s"
+        f"(best {meta['best_accuracy']:.3f}){extra_metrics}, {meta['seconds']:.1f}s"
     )

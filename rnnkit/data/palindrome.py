@@ -53,6 +53,13 @@ class PalindromeTask:
         self.train_generator = torch.Generator().manual_seed(seed)
         self.eval_generator = torch.Generator().manual_seed(seed + 1_000_003)
 
+    def rng_state(self) -> dict[str, torch.Tensor]:
+        return {"train": self.train_generator.get_state(), "eval": self.eval_generator.get_state()}
+
+    def set_rng_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.train_generator.set_state(state["train"])
+        self.eval_generator.set_state(state["eval"])
+
     @property
     def dims(self) -> dict[str, int]:
         """Keyword arguments a sequence-classification model is built with."""

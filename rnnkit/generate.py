@@ -1,0 +1,140 @@
+"""Text generation from a character language model: temperature and top-k sampling, and prompt
+completion that feeds the prompt once and carries the LSTM state, so every new character costs the
+same (one step of the model), however long the text grows.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rnnkit.data.text import Vocabulary
+from rnnkit.errors import CheckpointError, UsageError
+
+PRETRAINED = "christie"
+
+
+def pretrained_path(name: str = PRETRAINED) -> Path:
+    """The checkpoint directory of a model that ships inside the package."""
+    return Path(str(resources.files("rnnkit") / "pretrained" / name))
+
+
+def load_language_model(
+    checkpoint: str | Path | None = None, *, backend: str | None = None, device: str = "cpu"
+) -> tuple[torch.nn.Module, Vocabulary, dict[str, Any]]:
+    """(model in eval mode, vocabulary, metadata) of a character LM checkpoint (default: the shipped one).
+
+    ``checkpoint`` is a run directory, a weights file or None; ``backend`` overrides the one it was
+    trained with (the weights are the same for both).
+    """
+    from rnnkit.checkpoint import load_checkpoint
+    from rnnkit.registry import get_model
+    from rnnkit.spec import _Validator
+
+    path = Path(checkpoint) if checkpoint is not None else pretrained_path()
+    best = path / "best"
+    if path.is_dir() and not (path / "model.safetensors").is_file() and (best / "model.safetensors").is_file():
+        path = best
+    state, meta = load_checkpoint(path, device=device)
+    task = meta.get("model_task")
+    if task != "char-lm":
+        what = f"a {meta.get('task', '?')} checkpoint (model {meta.get('model', '?')}, task {task})"
+        raise CheckpointError(f"{path} is {what}, not a character language model")
+    vocab_chars = meta.get("vocabulary")
+    if not isinstance(vocab_chars, list) or not vocab_chars or not all(isinstance(c, str) for c in vocab_chars):
+        raise CheckpointError(f"{path}: its metadata has no valid vocabulary")
+    model_def = get_model(str(meta.get("model")), "char-lm")
+    values = dict(meta.get("model_config") or {})
+    if backend is not None:
+        values["backend"] = backend
+    try:
+        config = _Validator(None, None).build(model_def.config, values, "model.")
+    except UsageError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
+    vocab = Vocabulary(vocab_chars)
+    model = model_def.build(config, vocab_size=len(vocab))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: weights do not fit the model ({first})") from exc
+    return model.to(device).eval(), vocab, meta
+
+
+def check_sampling(vocab: Vocabulary, *, length: int, temperature: float, top_k: int, num: int = 1) -> None:
+    if length < 1:
+        raise UsageError(f"--length must be at least 1, got {length}")
+    if temperature < 0:
+        raise UsageError(f"--temperature must be 0 (greedy) or more, got {temperature}")
+    if top_k < 0 or top_k > len(vocab):
+        raise UsageError(f"--top-k must be between 0 (off) and the vocabulary size {len(vocab)}, got {top_k}")
+    if num < 1:
+        raise UsageError(f"--num must be at least 1, got {num}")
+
+
+def prompt_ids(vocab: Vocabulary, prompt: str, *, drop_unknown: bool = False) -> tuple[list[int], list[str]]:
+    """The prompt as ids; unknown characters raise, or are dropped and returned when ``drop_unknown``."""
+    unknown = vocab.unknown(prompt)
+    if unknown and not drop_unknown:
+        shown = ", ".join(repr(c) for c in unknown)
+        raise UsageError(
+            f"the prompt has characters the model does not know: {shown} (use --drop-unknown to drop them)"
+        )
+    return vocab.encode("".join(c for c in prompt if c in vocab.index)), unknown
+
+
+def next_ids(logits: torch.Tensor, temperature: float, top_k: int, generator: torch.Generator) -> torch.Tensor:
+    """(batch, vocab) logits -> (batch,) ids: argmax at temperature 0, else softmax(logits / T) sampling."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    logits = logits / temperature
+    if top_k:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (batch, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits.float(), dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+@torch.no_grad()
+def generate(
+    model: torch.nn.Module,
+    vocab: Vocabulary,
+    *,
+    prompt: str | list[int],
+    length: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    num: int = 1,
+    seed: int | None = None,
+) -> list[str]:
+    """``num`` continuations of ``prompt`` (generated as one batch), ``length`` characters each.
+
+    The prompt is fed once; after that each step feeds only the last character with the carried
+    (h, c), so the cost is linear in ``length``.
+    """
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device)
+    if seed is not None:
+        generator.manual_seed(seed)
+    else:
+        generator.seed()
+    ids = vocab.encode(prompt) if isinstance(prompt, str) else list(prompt)
+    if not ids:
+        ids = vocab.encode("\n") if "\n" in vocab.index else [0]
+    was_training = model.training
+    model.eval()
+    tokens = torch.tensor(ids, device=device).expand(num, -1)  # (num, prompt)
+    logits, state = model(tokens)  # (num, prompt, vocab)
+    last = logits[:, -1]  # (num, vocab)
+    out = torch.empty(num, length, dtype=torch.long, device=device)
+    for t in range(length):
+        nxt = next_ids(last, temperature, top_k, generator)  # (num,)
+        out[:, t] = nxt
+        if t + 1 < length:
+            logits, state = model(nxt[:, None], state)  # (num, 1, vocab)
+            last = logits[:, -1]
+    model.train(was_training)
+    return [vocab.decode(row) for row in out.tolist()]

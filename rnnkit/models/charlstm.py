@@ -1,0 +1,124 @@
+"""Character language model: embedding -> stacked LSTM -> linear head over the vocabulary.
+
+Two backends, one weight layout. ``backend="torch"`` runs torch.nn.LSTM (oneDNN on CPU, cuDNN on GPU);
+``backend="scratch"`` runs the LSTM of ``rnnkit.models.lstm`` (the same equations, a Python loop over
+time) on parameters with torch.nn.LSTM's names and shapes (``rnn.weight_ih_l0`` (4h, in),
+``rnn.weight_hh_l0`` (4h, h), ``rnn.bias_ih_l0`` and ``rnn.bias_hh_l0`` (4h), gates i, f, g, o), so a
+checkpoint written with either backend loads into the other.
+
+Shapes:
+    tokens: (batch, seq) int64; state: (h, c), each (layers, batch, hidden)
+    -> logits: (batch, seq, vocab), new state
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rnnkit.models.lstm import lstm_cell
+from rnnkit.registry import ModelDef
+
+State = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class CharLSTMConfig:
+    """Sizes of the character LSTM and which LSTM implementation runs it."""
+
+    embedding_size: int = field(default=64, metadata={"gt": 0})
+    hidden_size: int = field(default=128, metadata={"gt": 0})
+    layers: int = field(default=2, metadata={"gt": 0})
+    dropout: float = field(default=0.0, metadata={"ge": 0, "lt": 1})
+    backend: Literal["torch", "scratch"] = "torch"
+
+
+class ScratchLSTMStack(nn.Module):
+    """Stacked LSTM from its equations, with torch.nn.LSTM's parameter names, shapes and init."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.dropout = dropout
+        for k in range(num_layers):
+            layer_in = input_size if k == 0 else hidden_size
+            self.register_parameter(f"weight_ih_l{k}", nn.Parameter(torch.empty(4 * hidden_size, layer_in)))
+            self.register_parameter(f"weight_hh_l{k}", nn.Parameter(torch.empty(4 * hidden_size, hidden_size)))
+            self.register_parameter(f"bias_ih_l{k}", nn.Parameter(torch.empty(4 * hidden_size)))
+            self.register_parameter(f"bias_hh_l{k}", nn.Parameter(torch.empty(4 * hidden_size)))
+        bound = 1.0 / math.sqrt(hidden_size)
+        for p in self.parameters():  # the same order and draws as torch.nn.LSTM.reset_parameters
+            nn.init.uniform_(p, -bound, bound)
+
+    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        batch, seq, _ = x.shape
+        if state is None:
+            zeros = x.new_zeros(self.num_layers, batch, self.hidden_size)
+            state = (zeros, zeros)
+        h_out, c_out = [], []
+        layer_input = x  # (batch, seq, in)
+        for k in range(self.num_layers):
+            w_ih, w_hh = getattr(self, f"weight_ih_l{k}"), getattr(self, f"weight_hh_l{k}")
+            bias = getattr(self, f"bias_ih_l{k}") + getattr(self, f"bias_hh_l{k}")
+            x_proj = torch.addmm(bias, layer_input.flatten(0, 1), w_ih.t())  # (batch*seq, 4h)
+            h, c = state[0][k], state[1][k]  # (batch, hidden)
+            w_hh_t = w_hh.t()
+            outputs = []
+            for x_t in x_proj.view(batch, seq, -1).unbind(1):  # (batch, 4h)
+                h, c = lstm_cell(x_t, h, c, w_hh_t)
+                outputs.append(h)
+            layer_input = torch.stack(outputs, dim=1)  # (batch, seq, hidden)
+            if self.dropout and self.training and k < self.num_layers - 1:
+                layer_input = F.dropout(layer_input, self.dropout, training=True)
+            h_out.append(h)
+            c_out.append(c)
+        return layer_input, (torch.stack(h_out), torch.stack(c_out))
+
+
+class CharLSTM(nn.Module):
+    """Embedding, LSTM layers and a linear read-out of next-character logits."""
+
+    def __init__(self, vocab_size: int, config: CharLSTMConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(vocab_size, config.embedding_size)
+        dropout = config.dropout if config.layers > 1 else 0.0
+        if config.backend == "torch":
+            self.rnn: nn.Module = nn.LSTM(
+                config.embedding_size, config.hidden_size, config.layers, batch_first=True, dropout=dropout
+            )
+        else:
+            self.rnn = ScratchLSTMStack(config.embedding_size, config.hidden_size, config.layers, dropout)
+        self.head = nn.Linear(config.hidden_size, vocab_size)
+
+    def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        x = self.embed(tokens)  # (batch, seq, embedding)
+        out, state = self.rnn(x, state)  # (batch, seq, hidden)
+        return self.head(out), state  # (batch, seq, vocab)
+
+
+def build(config: CharLSTMConfig, *, vocab_size: int) -> CharLSTM:
+    return CharLSTM(vocab_size, config)
+
+
+def count_parameters(config: CharLSTMConfig, *, vocab_size: int) -> int:
+    """V*e + sum over layers of 4h(in + h + 2) + V(h + 1)  (torch.nn.LSTM keeps two biases)."""
+    h, e = config.hidden_size, config.embedding_size
+    lstm = sum(4 * h * ((e if k == 0 else h) + h + 2) for k in range(config.layers))
+    return vocab_size * e + lstm + vocab_size * (h + 1)
+
+
+MODEL = ModelDef(
+    name="charlstm",
+    description="Character LSTM language model (backend torch or scratch, one weight layout)",
+    tasks=("char-lm",),
+    config=CharLSTMConfig,
+    build=build,
+    count_parameters=count_parameters,
+)
