@@ -156,13 +156,15 @@ def train_run(
 
     if threads:
         torch.set_num_threads(threads)
-    run_dir = prepare_run_dir(run_dir)
     device = resolve_device(spec.device)
     task_type = task_types()[spec.task_name]
     model_def = get_model(spec.model_name, task_type.model_task)
     torch.manual_seed(spec.seed)
-    task = task_type.factory(spec.task, device, spec.seed)
+    task = task_type.factory(spec.task, device, spec.seed)  # loads data: fails before anything is written
     model = model_def.build(spec.model, **task.dims).to(device)
+    run_dir = prepare_run_dir(run_dir)
+    for cb in callbacks:
+        getattr(cb, "on_start", lambda *a: None)(spec, run_dir, resume)
     base_meta = {
         "rnnkit_version": __version__,
         "model": spec.model_name,

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
+
+#: ../shared/data beside the checkout (tests and CI read the reference data from there).
+SHARED_DATA = Path(os.environ.get("RNNKIT_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
+
+SMALL_TEXT = (
+    "It was a bright cold day in April, and the clocks were striking thirteen. "
+    "Poirot said that the little grey cells would find the answer. "
+    "The quick brown fox jumps over the lazy dog; the lazy dog sleeps on. "
+)
 
 
 @pytest.fixture(autouse=True)
@@ -32,3 +44,10 @@ def tiny_spec(**overrides):
         else:
             spec[section] = value
     return spec
+
+
+def small_text(tmp_path: Path, repeat: int = 30) -> Path:
+    """A small English corpus file (about 6,000 characters) for language-model tests."""
+    path = tmp_path / "small.txt"
+    path.write_text(SMALL_TEXT * repeat, encoding="utf-8")
+    return path

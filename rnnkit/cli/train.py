@@ -10,11 +10,16 @@ import typer
 from rnnkit.cli.common import err_console, handle_errors, out_console, report_plugin_failures
 
 
-class SamplePrinter:
-    """Training callback: prints each training sample on stderr, like "Step 08K/40K: ..."."""
+class ConsoleReporter:
+    """Training callback for the terminal: the run's first line, and each training sample on stderr
+    (like the reference's "Step 08K/40K: ...")."""
 
     def __init__(self, max_steps: int) -> None:
         self.max_steps = max_steps
+
+    def on_start(self, spec: object, run_dir: Path, resume: bool) -> None:
+        verb = "resuming" if resume else "training"
+        err_console.print(f"{verb} [bold]{spec.model_name}[/] on {spec.task_name} -> {run_dir}")  # type: ignore[attr-defined]
 
     def on_sample(self, step: int, text: str) -> None:
         shown = text.replace("\n", "\\n")
@@ -51,7 +56,7 @@ def train(
 ) -> None:
     """Train a model from a run spec into runs/<name>/ (config, metrics.jsonl, weights); Ctrl-C saves."""
     from rnnkit.errors import UsageError
-    from rnnkit.runner import CONFIG_FILE, prepare_run_dir, resolve_device, train_run, unique_run_dir
+    from rnnkit.runner import CONFIG_FILE, train_run, unique_run_dir
     from rnnkit.spec import load_spec
 
     if data_dir is not None:
@@ -75,12 +80,11 @@ def train(
     if print_config:
         out_console.print(resolved.to_yaml(), end="", markup=False, highlight=False)
         return
-    resolve_device(resolved.device)  # fail before creating anything
-    run_dir = resume if resume is not None else prepare_run_dir(unique_run_dir(resolved.out_dir, resolved.name))
-    verb = "resuming" if resume is not None else "training"
-    err_console.print(f"{verb} [bold]{resolved.model_name}[/] on {resolved.task_name} -> {run_dir}")
-    meta = train_run(resolved, run_dir, progress=progress, resume=resume is not None,
-                     callbacks=[SamplePrinter(resolved.train.max_steps)])
+    run_dir = resume if resume is not None else unique_run_dir(resolved.out_dir, resolved.name)
+    meta = train_run(
+        resolved, run_dir, progress=progress, resume=resume is not None,
+        callbacks=[ConsoleReporter(resolved.train.max_steps)],
+    )
     final = meta.get("final_metrics") or {}
     extra_metrics = "".join(f", validation {k} {v:.3f}" for k, v in final.items() if k not in ("loss", "accuracy"))
     typer.echo(

@@ -64,6 +64,7 @@ def strip_gutenberg(text: str) -> str:
     end = re.search(r"^\*\*\* ?END OF (THE|THIS) PROJECT GUTENBERG EBOOK.*$", text, re.MULTILINE | re.IGNORECASE)
     body = text[start.end() if start else 0 : end.start() if end else len(text)]
     body = re.sub(r"^\s*Produced by[^\n]*\n", "", body.lstrip("\n"), count=1)
+    body = re.sub(r"\n\s*End of (the )?Project Gutenberg[^\n]*\s*$", "\n", body, flags=re.IGNORECASE)
     return body.strip("\n") + "\n"
 
 

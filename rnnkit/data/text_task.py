@@ -90,4 +90,4 @@ class TextTask:
         from rnnkit.generate import generate
 
         self.sample_seed += 1
-        return generate(model, self.vocab, prompt="\n", length=length, temperature=1.0, seed=self.sample_seed)[0]
+        return generate(model, self.vocab, prompt=[], length=length, temperature=1.0, seed=self.sample_seed)[0]

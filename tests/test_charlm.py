@@ -1,0 +1,146 @@
+"""The character LSTM: both backends on one weight layout, generation with carried state, resume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rnnkit.checkpoint import load_checkpoint
+from rnnkit.data.text import Vocabulary
+from rnnkit.generate import generate, load_language_model, next_ids
+from rnnkit.models.charlstm import CharLSTM, CharLSTMConfig, count_parameters
+from rnnkit.runner import RunInterrupted, train_run
+from rnnkit.spec import resolve_spec
+from rnnkit.training import Trainer
+from tests.conftest import small_text
+
+VOCAB = 11
+
+
+def _pair(layers: int = 2, dropout: float = 0.0) -> tuple[CharLSTM, CharLSTM]:
+    torch.manual_seed(0)
+    cfg = dict(embedding_size=6, hidden_size=9, layers=layers, dropout=dropout)
+    a = CharLSTM(VOCAB, CharLSTMConfig(backend="torch", **cfg)).double()
+    b = CharLSTM(VOCAB, CharLSTMConfig(backend="scratch", **cfg)).double()
+    b.load_state_dict(a.state_dict())  # one layout: torch weights load into scratch as they are
+    return a, b
+
+
+def test_backends_share_weight_names_and_init():
+    torch.manual_seed(3)
+    a = CharLSTM(VOCAB, CharLSTMConfig(backend="torch", embedding_size=5, hidden_size=7))
+    torch.manual_seed(3)
+    b = CharLSTM(VOCAB, CharLSTMConfig(backend="scratch", embedding_size=5, hidden_size=7))
+    assert a.state_dict().keys() == b.state_dict().keys()
+    for key, value in a.state_dict().items():
+        torch.testing.assert_close(value, b.state_dict()[key], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_backends_give_equal_logits_and_gradients(layers):
+    a, b = _pair(layers)
+    tokens = torch.randint(0, VOCAB, (4, 13))
+    state = (torch.randn(layers, 4, 9, dtype=torch.float64), torch.randn(layers, 4, 9, dtype=torch.float64))
+    logits_a, (h_a, c_a) = a(tokens, state)
+    logits_b, (h_b, c_b) = b(tokens, state)
+    torch.testing.assert_close(logits_a, logits_b)
+    torch.testing.assert_close(h_a, h_b)
+    torch.testing.assert_close(c_a, c_b)
+    logits_a.square().mean().backward()
+    logits_b.square().mean().backward()
+    grads_b = dict(b.named_parameters())
+    for name, p in a.named_parameters():
+        torch.testing.assert_close(p.grad, grads_b[name].grad, msg=name)
+
+
+def test_parameter_count_formula():
+    cfg = CharLSTMConfig(embedding_size=6, hidden_size=9, layers=3)
+    model = CharLSTM(VOCAB, cfg)
+    assert count_parameters(cfg, vocab_size=VOCAB) == sum(p.numel() for p in model.parameters())
+
+
+def test_carried_state_generation_matches_feeding_the_whole_sequence():
+    torch.manual_seed(1)
+    model = CharLSTM(VOCAB, CharLSTMConfig(embedding_size=6, hidden_size=16)).eval()
+    vocab = Vocabulary([chr(ord("a") + i) for i in range(VOCAB)])
+    (text,) = generate(model, vocab, prompt="abc", length=25, temperature=0)
+    full = torch.tensor(vocab.encode("abc" + text))[None]  # (1, 28)
+    logits, _ = model(full)
+    greedy = logits[0, 2:-1].argmax(-1)  # each position's prediction of the next character
+    assert vocab.decode(greedy.tolist()) == text
+
+
+def test_sampling_rules():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.tensor([[0.0, 5.0, 1.0, 4.0]]).repeat(500, 1)
+    assert torch.all(next_ids(logits, 0, 0, g) == 1)
+    assert set(next_ids(logits, 1.0, 2, g).tolist()) == {1, 3}  # top-k 2 keeps the two most likely
+    cold = next_ids(logits, 0.05, 0, g)
+    assert (cold == 1).float().mean() > 0.99
+    hot = next_ids(logits, 100.0, 0, g)
+    assert len(set(hot.tolist())) == 4
+
+
+def test_generate_a_batch_reproducibly():
+    torch.manual_seed(2)
+    model = CharLSTM(VOCAB, CharLSTMConfig(embedding_size=4, hidden_size=8))
+    vocab = Vocabulary([chr(ord("a") + i) for i in range(VOCAB)])
+    texts = generate(model, vocab, prompt="ab", length=40, temperature=1.0, num=5, seed=7)
+    assert len(texts) == 5 and all(len(t) == 40 for t in texts)
+    assert len(set(texts)) > 1
+    assert texts == generate(model, vocab, prompt="ab", length=40, temperature=1.0, num=5, seed=7)
+
+
+def _lm_spec(tmp_path, **train):
+    spec = {
+        "name": "lm", "seed": 0, "device": "cpu",
+        "task": {"name": "text", "text": str(small_text(tmp_path)), "seq_len": 16},
+        "model": {"name": "charlstm", "embedding_size": 8, "hidden_size": 16, "layers": 2, "dropout": 0.2},
+        "train": {"optimizer": "adam", "lr": 0.01, "batch_size": 8, "max_steps": 40, "log_every": 5,
+                  "eval_every": 10, "checkpoint_every": 10, "schedule": "step", "lr_decay_every": 7,
+                  "lr_gamma": 0.5, "max_norm": 5.0, "early_stop": {"threshold": 0}, "plateau": {"patience": 0},
+                  **train},
+    }
+    return resolve_spec(spec)
+
+
+@pytest.mark.parametrize("backend", ["torch", "scratch"])
+def test_resume_continues_exactly(tmp_path, monkeypatch, backend):
+    spec = _lm_spec(tmp_path)
+    spec.model.backend = backend
+    straight = train_run(spec, tmp_path / "straight", progress=False)
+
+    original = Trainer.train_step
+    calls = {"n": 0}
+
+    def stop_half_way(self):
+        calls["n"] += 1
+        if calls["n"] == 21:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "train_step", stop_half_way)
+    with pytest.raises(RunInterrupted):
+        train_run(spec, tmp_path / "resumed", progress=False)
+    monkeypatch.setattr(Trainer, "train_step", original)
+    resumed = train_run(spec, tmp_path / "resumed", progress=False, resume=True)
+
+    assert resumed["steps"] == straight["steps"] == 40
+    a, _ = load_checkpoint(tmp_path / "straight")
+    b, _ = load_checkpoint(tmp_path / "resumed")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    assert resumed["final_metrics"] == straight["final_metrics"]
+    lines = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == len((tmp_path / "straight" / "metrics.jsonl").read_text().splitlines())
+
+
+def test_checkpoint_loads_with_the_other_backend(tmp_path):
+    spec = _lm_spec(tmp_path, max_steps=10)
+    train_run(spec, tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "best" / "model.safetensors").is_file()
+    torch_model, vocab, meta = load_language_model(tmp_path / "run", backend="torch")
+    scratch_model, _, _ = load_language_model(tmp_path / "run", backend="scratch")
+    tokens = torch.tensor([vocab.encode("Poirot said")])
+    torch.testing.assert_close(torch_model(tokens)[0], scratch_model(tokens)[0], rtol=1e-5, atol=1e-5)
+    assert meta["vocabulary"] == vocab.chars and meta["steps"] == 10

@@ -1,0 +1,128 @@
+"""The language-model commands as a user drives them: train on a text, sample, complete, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import small_text
+from tests.test_cli import assert_one_line_error, run
+
+LM_ARGS = ["model.embedding_size=8", "model.hidden_size=16", "train.max_steps=30", "train.batch_size=8",
+           "train.eval_every=10", "train.checkpoint_every=10", "train.sample_every=10", "train.log_every=10",
+           "task.seq_len=16", "--device", "cpu", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def lm_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("lm")
+    result = run("train", "examples/christie.yaml", f"task.text={small_text(tmp)}", *LM_ARGS, "--out-dir", str(tmp))
+    assert result.exit_code == 0, result.output
+    assert "Step 10/30: " in result.stderr  # training samples, like the reference's "Step 08K/40K: ..."
+    assert "validation bpc" in result.stdout
+    return tmp / "christie"
+
+
+def test_run_directory(lm_run):
+    meta = json.loads((lm_run / "meta.json").read_text())
+    assert meta["model"] == "charlstm" and meta["steps"] == 30 and "vocabulary" in meta
+    records = [json.loads(line) for line in (lm_run / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if "eval_bpc" in r]
+    assert [r["step"] for r in evals] == [10, 20, 30]
+    assert (lm_run / "state.pt").is_file() and (lm_run / "best" / "model.safetensors").is_file()
+
+
+def test_sample_goes_to_stdout(lm_run):
+    result = run("sample", str(lm_run), "--length", "50", "--num", "3", "--seed", "1")
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.splitlines()) >= 3
+    again = run("sample", str(lm_run), "--length", "50", "--num", "3", "--seed", "1")
+    assert again.stdout == result.stdout and result.stderr == ""
+
+
+def test_sample_temperature_table(lm_run):
+    result = run("sample", str(lm_run / "model.safetensors"), "--temperatures", "0,0.5,1", "--length", "30")
+    lines = result.stdout.splitlines()
+    assert result.exit_code == 0 and len(lines) == 3 and lines[0].startswith("T=0 ")
+
+
+def test_complete_continues_the_prompt(lm_run):
+    result = run("complete", "Poirot said", "--checkpoint", str(lm_run), "--length", "40", "--seed", "0")
+    assert result.exit_code == 0, result.output
+    out = result.stdout.rstrip("\n")
+    assert out.startswith("Poirot said") and len(out) == len("Poirot said") + 40
+    greedy = run("complete", "Poirot said", "-c", str(lm_run), "-t", "0", "-n", "40")
+    assert greedy.stdout == run("complete", "Poirot said", "-c", str(lm_run), "-t", "0", "-n", "40").stdout
+
+
+def test_complete_from_a_prompt_file_and_dropping_unknowns(lm_run, tmp_path):
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("Poirot said\n")
+    assert run("complete", "--prompt-file", str(prompt), "-c", str(lm_run), "-n", "5").exit_code == 0
+    result = run("complete", "Poirot saïd", "-c", str(lm_run), "-n", "5", "--drop-unknown")
+    assert result.exit_code == 0 and "warning:" in result.stderr and "ï" in result.stderr
+    assert result.stdout.startswith("Poirot sad")
+
+
+def test_resume_from_the_command_line(lm_run):
+    result = run("train", "--resume", str(lm_run), "train.max_steps=40", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert json.loads((lm_run / "meta.json").read_text())["steps"] == 40
+
+
+# -- bad input ----------------------------------------------------------------------------------
+
+
+def test_missing_corpus(tmp_path):
+    result = run("train", "examples/christie.yaml", f"task.text={tmp_path / 'none.txt'}", *LM_ARGS,
+                 "--out-dir", str(tmp_path))
+    assert_one_line_error(result, 1, "corpus file not found")
+
+
+def test_empty_corpus(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    result = run("train", "examples/christie.yaml", f"task.text={empty}", *LM_ARGS, "--out-dir", str(tmp_path))
+    assert_one_line_error(result, 1, "is empty")
+
+
+def test_binary_corpus(tmp_path):
+    binary = tmp_path / "data.bin"
+    binary.write_bytes(bytes(range(256)) * 100)
+    result = run("train", "examples/christie.yaml", f"task.text={binary}", *LM_ARGS, "--out-dir", str(tmp_path))
+    assert_one_line_error(result, 1, "binary")
+
+
+def test_missing_and_corrupt_checkpoints(tmp_path, lm_run):
+    assert_one_line_error(run("sample", str(tmp_path / "nope")), 1, "no checkpoint")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "model.safetensors").write_bytes(b"not safetensors at all")
+    (broken / "meta.json").write_text((lm_run / "meta.json").read_text())
+    assert_one_line_error(run("sample", str(broken)), 1, "corrupt checkpoint weights")
+    (broken / "meta.json").write_text("{ not json")
+    assert_one_line_error(run("complete", "Poirot", "-c", str(broken)), 1, "corrupt checkpoint metadata")
+
+
+def test_checkpoint_of_another_task(tmp_path):
+    result = run("train", "examples/palindrome-lstm.yaml", "train.max_steps=5", "model.hidden_size=4",
+                 "--out-dir", str(tmp_path), "--device", "cpu", "--no-progress")
+    assert result.exit_code == 0
+    assert_one_line_error(run("sample", str(tmp_path / "palindrome-lstm")), 1, "not a character language model")
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--temperature", "-1"], ["--temperature", "0 (greedy) or more"]),
+    (["--length", "0"], ["--length", "at least 1"]),
+    (["--top-k", "500"], ["--top-k", "vocabulary size"]),
+    (["--num", "0"], ["--num"]),
+    (["--temperatures", "0,hot"], ["--temperatures"]),
+])
+def test_bad_sampling_options(lm_run, args, words):
+    assert_one_line_error(run("sample", str(lm_run), *args), 2, *words)
+
+
+def test_prompt_with_unknown_characters(lm_run):
+    assert_one_line_error(run("complete", "Poirot said: “€”", "-c", str(lm_run)), 2, "'€'", "--drop-unknown")
+    assert_one_line_error(run("complete", "-c", str(lm_run)), 2, "give a prompt")
