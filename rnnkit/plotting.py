@@ -84,7 +84,9 @@ def run_figure(records: list[dict[str, Any]], title: str = "") -> Any:
 def save_figure(fig: Any, path: Path) -> Path:
     """Save ``fig``; the format follows the file extension (png, pdf, svg ...)."""
     path = Path(path)
-    fmt = path.suffix.lstrip(".").lower() or "png"
+    if not path.suffix:
+        raise UsageError(f"give the figure file an extension that names its format (e.g. {path}.png, .svg, .pdf)")
+    fmt = path.suffix.lstrip(".").lower()
     supported = fig.canvas.get_supported_filetypes()
     if fmt not in supported:
         raise UsageError(f"cannot write a .{fmt} figure; use one of: {', '.join(sorted(supported))}")
@@ -102,6 +104,8 @@ def plot_path(path: Path, out: Path | None = None) -> Path:
     from rnnkit.sweep import FIGURE_FILE, RESULTS_FILE, read_results
 
     path = Path(path)
+    if out is not None and Path(out).is_dir():
+        out = Path(out) / (FIGURE_FILE if (path / RESULTS_FILE).is_file() else "curves.png")
     if path.is_dir() and (path / RESULTS_FILE).is_file():
         rows = read_results(path / RESULTS_FILE)
         return save_figure(sweep_figure(rows, title=f"Palindromes: {path.name}"), out or path / FIGURE_FILE)

@@ -98,6 +98,5 @@ class CountProgress:
             self.progress.advance(self.task_id, n)
 
     def log(self, message: str) -> None:
-        """A line above the bar (or nothing when the bar is off: the caller reports results)."""
-        if self.progress is not None:
-            self.progress.console.print(message)
+        """A line on stderr (above the bar while it shows)."""
+        stderr_console.print(message, markup=False, highlight=False, soft_wrap=True)

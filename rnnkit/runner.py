@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from rnnkit import __version__
-from rnnkit.checkpoint import META_FILE, atomic_write_bytes, atomic_write_text, read_meta, save_checkpoint
+from rnnkit.checkpoint import (
+    META_FILE,
+    atomic_write_bytes,
+    atomic_write_text,
+    finite_json,
+    read_meta,
+    save_checkpoint,
+)
 from rnnkit.errors import RunError
 from rnnkit.spec import RunSpec
 
@@ -26,6 +33,11 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 STATE_FILE = "state.pt"  # optimiser, schedule, RNG and loop counters; loaded with weights_only=True
 BEST_DIR = "best"
+
+#: How a finished run ended. ``solved``: early stop reached; ``plateau``: stopped without progress;
+#: ``max_steps``: ran its full budget; ``diverged``: the loss became NaN or infinite. A run stopped by
+#: Ctrl-C is ``interrupted``, which is not finished: a sweep runs it again.
+FINISHED_STATUSES = ("solved", "plateau", "max_steps", "diverged")
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -48,7 +60,7 @@ class MetricsWriter:
         self.file: IO[str] = open(path, "a", encoding="utf-8")
 
     def on_log(self, record: dict[str, Any]) -> None:
-        self.file.write(json.dumps(record) + "\n")
+        self.file.write(json.dumps(finite_json(record), allow_nan=False) + "\n")
         self.file.flush()
 
     def close(self) -> None:
@@ -68,6 +80,8 @@ def resolve_device(requested: str) -> Any:
 def prepare_run_dir(path: Path) -> Path:
     """Create ``path`` (and parents), with a clear error when it cannot be written."""
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunError(f"cannot create run directory {path}: a file of that name is in the way")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -135,7 +149,7 @@ def train_run(
     spec: RunSpec,
     run_dir: Path,
     *,
-    progress: bool = True,
+    progress: bool = False,
     threads: int | None = None,
     resume: bool = False,
     callbacks: list[Any] = (),
@@ -189,8 +203,10 @@ def train_run(
         except (RuntimeError, KeyError, ValueError) as exc:
             raise RunError(f"cannot resume {run_dir}: its checkpoint does not match the spec ({exc})") from exc
         if trainer.step != saved.get("steps"):
-            raise RunError(f"cannot resume {run_dir}: weights (step {saved.get('steps')}) and trainer state "
-                           f"(step {trainer.step}) disagree")
+            raise RunError(
+                f"cannot resume {run_dir}: weights (step {saved.get('steps')}) and trainer state "
+                f"(step {trainer.step}) disagree"
+            )
         _truncate_metrics(run_dir / METRICS_FILE, trainer.step)
     else:
         for stale in (METRICS_FILE, META_FILE, STATE_FILE):
@@ -214,6 +230,9 @@ def _truncate_metrics(path: Path, step: int) -> None:
     """Drop records logged after ``step`` (they belong to training that the checkpoint does not hold)."""
     if not path.is_file():
         return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step]
+    kept = [
+        line
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip() and json.loads(line).get("step", 0) <= step
+    ]
     atomic_write_text(path, "".join(line + "\n" for line in kept))

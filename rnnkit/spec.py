@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ class EarlyStopConfig:
     """Stop once the mean accuracy of the last ``window`` training batches (each fresh data) reaches
     ``threshold``; 0 disables."""
 
-    threshold: float = field(default=0.99, metadata={"ge": 0, "le": 1})
+    threshold: float = field(default=0.995, metadata={"ge": 0, "le": 1})
     window: int = field(default=50, metadata={"ge": 1})
 
 
@@ -113,6 +114,8 @@ TOP_LEVEL_KEYS = ("name", "seed", "device", "out_dir", "task", "model", "train")
 def load_yaml(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
     """Parse a spec file; returns the mapping and the line of every dotted key."""
     path = Path(path)
+    if path.is_dir():
+        raise SpecError(f"{path} is a directory, not a spec file")
     if not path.is_file():
         raise SpecError(f"spec file not found: {path}")
     try:
@@ -120,11 +123,15 @@ def load_yaml(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read spec {path}: {exc}") from exc
     try:
-        data = yaml.safe_load(text)
         node = yaml.compose(text)
+        _reject_duplicate_keys(node, "")
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
+        context = getattr(exc, "context_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
+        if context is not None and mark is not None and context.line != mark.line:
+            where += f" (in what starts on line {context.line + 1})"
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecError(f"malformed YAML in {path}{where}: {problem}") from exc
     if data is None:
@@ -134,6 +141,18 @@ def load_yaml(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
     lines: dict[str, int] = {}
     _collect_lines(node, "", lines)
     return data, {k: v for k, v in lines.items()}
+
+
+def _reject_duplicate_keys(node: yaml.Node | None, prefix: str) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise SpecError(f"{prefix}{key}: given twice (lines {seen[key]} and {line}); keep one")
+            seen[key] = line
+            _reject_duplicate_keys(value_node, f"{prefix}{key}.")
 
 
 def _collect_lines(node: yaml.Node | None, prefix: str, lines: dict[str, int]) -> None:
@@ -176,7 +195,12 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
         elif not isinstance(child, dict):
             raise SpecError(f"cannot set '{key}': '{'.'.join(parts[: i + 1])}' is not a section")
         node = child
-    node[parts[-1]] = value
+    last = parts[-1]
+    if isinstance(value, dict) and isinstance(node.get(last), dict):
+        for sub, sub_value in value.items():  # a section merges into the section it overrides
+            set_dotted(node[last], str(sub), sub_value)
+    else:
+        node[last] = value
 
 
 def _deep_copy(data: Any) -> Any:
@@ -192,11 +216,16 @@ def _deep_copy(data: Any) -> Any:
 
 
 class _Validator:
-    def __init__(self, lines: dict[str, int] | None, source: str | None) -> None:
+    def __init__(
+        self, lines: dict[str, int] | None, source: str | None, overridden: set[str] | frozenset[str] = frozenset()
+    ) -> None:
         self.lines = lines or {}
         self.source = source
+        self.overridden = overridden
 
     def error(self, key: str, message: str) -> SpecError:
+        if any(key == o or key.startswith(o + ".") for o in self.overridden):
+            return SpecError(f"{key}: {message} (command-line override)")
         line = self.lines.get(key)
         where = f" ({self.source} line {line})" if line and self.source else ""
         return SpecError(f"{key}: {message}{where}")
@@ -223,6 +252,10 @@ class _Validator:
             if key not in fields:
                 raise self.unknown(prefix, str(key), valid)
             kwargs[key] = self.value(hints[key], value, f"{prefix}{key}", fields[key].metadata)
+        for name, f in fields.items():
+            no_default = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            if no_default and name not in kwargs:
+                raise self.error(f"{prefix}{name}", "is required")
         return cls(**kwargs)
 
     def value(self, tp: Any, value: Any, key: str, meta: Any = None) -> Any:
@@ -235,15 +268,26 @@ class _Validator:
                 raise self.error(key, f"must be one of {', '.join(map(str, choices))}, got {value!r}")
             return value
         if origin in (typing.Union, types.UnionType):
-            args = [a for a in typing.get_args(tp) if a is not type(None)]
-            if value is None:
+            args = typing.get_args(tp)
+            if value is None and type(None) in args:
                 return None
-            return self.value(args[0], value, key, meta)
+            first_error = None
+            for arg in (a for a in args if a is not type(None)):
+                try:
+                    return self.value(arg, value, key, meta)
+                except SpecError as exc:
+                    first_error = first_error or exc
+            raise first_error or self.error(key, f"has the wrong type: {_describe(value)}")
         if origin in (list, tuple):
             if not isinstance(value, (list, tuple)):
                 raise self.error(key, f"must be a list, got {_describe(value)}")
             (item_tp, *_) = typing.get_args(tp) or (Any,)
-            return [self.value(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
+            items = [self.value(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
+            return tuple(items) if origin is tuple else items
+        if tp is dict or origin is dict:
+            if not isinstance(value, dict):
+                raise self.error(key, f"must be a mapping, got {_describe(value)}")
+            return value
         if tp is bool:
             if not isinstance(value, bool):
                 raise self.error(key, f"must be true or false, got {_describe(value)}")
@@ -260,6 +304,8 @@ class _Validator:
                     raise self.error(key, f"must be a number, got {_describe(value)}") from None
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise self.error(key, f"must be a number, got {_describe(value)}")
+            if not math.isfinite(value):
+                raise self.error(key, f"must be a finite number, got {value}")
             return self.bounds(key, float(value), meta)
         if tp is str:
             if not isinstance(value, str):
@@ -292,8 +338,10 @@ def _section_name(data: dict[str, Any], section: str, validator: _Validator, def
     if not isinstance(block, dict):
         raise validator.error(section, f"must be a mapping, got {_describe(block)}")
     name = block.get("name", default)
-    if not isinstance(name, str) or not name:
+    if name is None or name == "":
         raise validator.error(f"{section}.name", "is required (a registered name)")
+    if not isinstance(name, str):
+        raise validator.error(f"{section}.name", f"must be a string, got {_describe(name)}")
     return name
 
 
@@ -309,8 +357,10 @@ def resolve_spec(
     from rnnkit.registry import get_model
     from rnnkit.tasks import task_types
 
-    data = apply_overrides(data, list(overrides))
-    validator = _Validator(lines, source)
+    overrides = list(overrides)
+    data = apply_overrides(data, overrides)
+    overridden = {(parse_override(o)[0] if isinstance(o, str) else o[0]) for o in overrides}
+    validator = _Validator(lines, source, overridden)
     for key in data:
         if key not in TOP_LEVEL_KEYS:
             raise validator.unknown("", str(key), list(TOP_LEVEL_KEYS))
@@ -337,7 +387,7 @@ def resolve_spec(
     )
 
 
-def load_spec(path: str | Path, overrides: list[str] = ()) -> RunSpec:
+def load_spec(path: str | Path, overrides: list[str] | list[tuple[str, Any]] = ()) -> RunSpec:
     """Read, override and validate the spec file at ``path``."""
     data, lines = load_yaml(path)
     return resolve_spec(data, overrides, lines=lines, source=str(path), default_name=Path(path).stem)

@@ -23,13 +23,15 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from rnnkit.errors import RnnkitError, SpecError, UsageError
-from rnnkit.spec import RunSpec, apply_overrides, load_yaml, resolve_spec
+import yaml
+
+from rnnkit.errors import RnnkitError, UsageError
+from rnnkit.runner import FINISHED_STATUSES
+from rnnkit.spec import RunSpec, load_yaml, parse_override, resolve_spec
 
 RESULTS_FILE = "results.csv"
 FIGURE_FILE = "accuracy_vs_length.png"
 FAILED_FILE = "failed.json"
-FINISHED = ("solved", "plateau", "max_steps")
 RESULT_COLUMNS = (
     "model",
     "length",
@@ -42,7 +44,6 @@ RESULT_COLUMNS = (
     "run_dir",
     "error",
 )
-SWEEP_KEYS = ("name", "models", "lengths", "seeds", "workers", "out", "spec", "per_length")
 
 
 def parse_lengths(text: str) -> list[int]:
@@ -73,6 +74,18 @@ def parse_models(text: str | list[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+#: Keys each run of a sweep gets from the sweep itself; overriding them would mislabel runs.
+SWEEP_CONTROLLED = ("name", "seed", "out_dir", "model.name", "task.length")
+
+
+def _check_not_controlled(keys: list[str], where: str) -> None:
+    for key in keys:
+        if key in SWEEP_CONTROLLED or any(key == c.split(".")[0] and "." in c for c in SWEEP_CONTROLLED):
+            raise UsageError(
+                f"{where} cannot set '{key}': the sweep sets it for each run (use --models, --lengths, --seeds, --out)"
+            )
+
+
 @dataclass
 class SweepPlan:
     """What a sweep runs: every (model, length, seed), from one base spec plus per-length overrides."""
@@ -80,7 +93,7 @@ class SweepPlan:
     models: list[str]
     lengths: list[int]
     seeds: int = 1
-    out: Path = Path("runs/sweep")
+    out: Path = Path("runs/sweep-palindrome")
     base: dict[str, Any] = field(default_factory=dict)
     per_length: dict[int, dict[str, Any]] = field(default_factory=dict)
     overrides: list[str] = field(default_factory=list)
@@ -89,6 +102,10 @@ class SweepPlan:
         if self.seeds < 1:
             raise UsageError(f"--seeds must be at least 1, got {self.seeds}")
         self.out = Path(self.out)
+        _check_not_controlled([parse_override(o)[0] for o in self.overrides], "-s")
+        for length, values in self.per_length.items():
+            _check_not_controlled(list(values), f"per_length.{length}")
+        _check_not_controlled([k for k in self.base if k in ("name", "seed", "out_dir")], "spec")
 
     def run_specs(self) -> list[tuple[str, int, int, RunSpec]]:
         """(model, length, seed, resolved spec) for every run; validates everything before any runs."""
@@ -97,33 +114,75 @@ class SweepPlan:
             for length in self.lengths:
                 for seed in range(self.seeds):
                     name = f"{model}-T{length:02d}-s{seed}"
-                    overrides: list[Any] = [("model.name", model), ("task.length", length)]
-                    overrides += list(self.per_length.get(length, {}).items())
+                    overrides: list[Any] = list(self.per_length.get(length, {}).items()) + list(self.overrides)
+                    overrides += [("model.name", model), ("task.length", length)]
                     overrides += [("name", name), ("seed", seed), ("out_dir", str(self.out))]
-                    overrides += self.overrides
                     runs.append((model, length, seed, resolve_spec(self.base, overrides, default_name=name)))
         return runs
 
 
-def load_sweep_spec(path: str | Path) -> dict[str, Any]:
-    """Read a sweep spec (``models``, ``lengths``, ``seeds``, ``spec``, ``per_length`` ...)."""
-    data, _ = load_yaml(path)
-    for key in data:
-        if key not in SWEEP_KEYS:
-            raise SpecError(f"{key}: unknown key in sweep spec {path}. Valid keys: {', '.join(SWEEP_KEYS)}")
-    per_length = data.get("per_length") or {}
-    if not isinstance(per_length, dict):
-        raise SpecError(f"per_length in {path} must map a length to overrides, e.g. 5: {{train.lr: 0.01}}")
+@dataclass
+class SweepSpec:
+    """A sweep spec file: which runs, and the run spec (plus per-length overrides) they share."""
+
+    name: str = "sweep-palindrome"
+    models: str | list[str] = "rnn,lstm"
+    lengths: str | int | list[int] = "5-35"
+    seeds: int = field(default=1, metadata={"ge": 1})
+    workers: int = field(default=0, metadata={"ge": 0})  # 0: one per CPU
+    out: str = ""  # default: runs/<name>
+    spec: dict = field(default_factory=dict)
+    per_length: dict = field(default_factory=dict)
+
+
+def load_sweep_spec(path: str | Path) -> SweepSpec:
+    """Read and check a sweep spec (``models``, ``lengths``, ``seeds``, ``spec``, ``per_length`` ...)."""
+    from rnnkit.spec import _Validator
+
+    data, lines = load_yaml(path)
+    validator = _Validator(lines, str(path))
+    sweep = validator.build(SweepSpec, data, "")
+    if not sweep.name or "/" in sweep.name or sweep.name in (".", ".."):
+        raise validator.error("name", f"must be a plain directory name, got {sweep.name!r}")
     checked: dict[int, dict[str, Any]] = {}
-    for length, values in per_length.items():
-        if not isinstance(length, int) or not isinstance(values, dict):
-            raise SpecError(f"per_length.{length} in {path}: give an integer length and a mapping of overrides")
+    for length, values in sweep.per_length.items():
+        if isinstance(length, bool) or not isinstance(length, int) or not isinstance(values, dict):
+            raise validator.error(
+                f"per_length.{length}", "give an integer length and a mapping of overrides, e.g. 5: {train.lr: 0.01}"
+            )
         checked[length] = values
-    data["per_length"] = checked
-    if not isinstance(data.get("spec") or {}, dict):
-        raise SpecError(f"spec in {path} must be a run spec mapping (the keys of `rnnkit train`)")
-    data["spec"] = apply_overrides(data.get("spec") or {}, [])
-    return data
+    sweep.per_length = checked
+    return sweep
+
+
+def plan_sweep(
+    spec_file: str | Path | None = None,
+    *,
+    lengths: str | None = None,
+    models: str | None = None,
+    seeds: int | None = None,
+    workers: int | None = None,
+    out: str | Path | None = None,
+    overrides: list[str] = (),
+) -> tuple[SweepPlan, int]:
+    """The plan (validated run by run) and worker count from a sweep spec file and options over it."""
+    file = load_sweep_spec(spec_file) if spec_file is not None else SweepSpec()
+    n_workers = workers if workers is not None else (file.workers or os.cpu_count() or 1)
+    if n_workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {n_workers}")
+    file_lengths = file.lengths if isinstance(file.lengths, list) else str(file.lengths)
+    if isinstance(file_lengths, list):
+        file_lengths = ",".join(str(t) for t in file_lengths)
+    plan = SweepPlan(
+        models=parse_models(models if models is not None else file.models),
+        lengths=parse_lengths(lengths if lengths is not None else file_lengths),
+        seeds=seeds if seeds is not None else file.seeds,
+        out=Path(out) if out is not None else Path(file.out or f"runs/{file.name}"),
+        base=file.spec,
+        per_length=file.per_length,
+        overrides=list(overrides),
+    )
+    return plan, n_workers
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,10 +199,12 @@ def finished_result(run_dir: Path, spec: RunSpec) -> dict[str, Any] | None:
         return None
     try:
         meta = read_meta(meta_path)
-        same_spec = config_path.read_text(encoding="utf-8") == spec.to_yaml()
-    except (RnnkitError, OSError):
+        saved = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    except (RnnkitError, OSError, yaml.YAMLError):
         return None
-    return meta if same_spec and meta.get("status") in FINISHED else None
+    planned = spec.to_dict()
+    same_spec = isinstance(saved, dict) and {**saved, "out_dir": None} == {**planned, "out_dir": None}
+    return meta if same_spec and meta.get("status") in FINISHED_STATUSES else None
 
 
 _in_run = False
@@ -173,7 +234,7 @@ def _run_in_worker(spec_dict: dict[str, Any], run_dir: str, threads: int) -> dic
     except KeyboardInterrupt:
         return {"status": "interrupted"}
     except Exception as exc:  # re-raised as a plain error: it must cross the process boundary
-        raise RuntimeError(_describe_error(exc)) from None
+        raise RunFailed(_describe_error(exc)) from None
     finally:
         _in_run = False
 
@@ -223,13 +284,20 @@ def write_results(out: Path, rows: list[dict[str, Any]]) -> Path:
 
 def read_results(path: Path) -> list[dict[str, Any]]:
     """Rows of a sweep's results.csv with numbers parsed (empty cells stay None)."""
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    for row in rows:
-        for key in ("length", "seed", "steps"):
-            row[key] = int(row[key]) if row.get(key) not in (None, "") else None
-        for key in ("best_accuracy", "final_accuracy", "seconds"):
-            row[key] = float(row[key]) if row.get(key) not in (None, "") else None
+    from rnnkit.errors import RunError
+
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        for row in rows:
+            for key in ("length", "seed", "steps"):
+                row[key] = int(row[key]) if row.get(key) not in (None, "") else None
+            for key in ("best_accuracy", "final_accuracy", "seconds"):
+                row[key] = float(row[key]) if row.get(key) not in (None, "") else None
+            if not row.get("model") or row["length"] is None:
+                raise ValueError("a row without model or length")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, csv.Error) as exc:
+        raise RunError(f"{path} is not a readable sweep results file ({exc})") from exc
     return rows
 
 
@@ -309,10 +377,19 @@ def _run_serial(
             record(i, exc.meta)
             return True
         except KeyboardInterrupt:
+            record(i, {"status": "interrupted"})
             return True
         except Exception as exc:  # a failed run is recorded; the sweep goes on
             record(i, None, _describe_error(exc))
     return False
+
+
+def _signal_workers(executor: ProcessPoolExecutor, terminate: bool = False) -> None:
+    for process in list(getattr(executor, "_processes", {}).values()):
+        try:
+            process.terminate() if terminate else os.kill(process.pid, signal.SIGINT)
+        except (OSError, ValueError):
+            pass
 
 
 def _new_pool(workers: int) -> ProcessPoolExecutor:
@@ -345,7 +422,11 @@ def _run_parallel(
             try:
                 done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
             except KeyboardInterrupt:
+                if interrupted:  # a second Ctrl-C: stop the workers now
+                    _signal_workers(executor, terminate=True)
+                    return True
                 interrupted = True
+                _signal_workers(executor)  # they save their runs and return (Ctrl-C may not have reached them)
                 continue
             broken = ""
             for future in done:
@@ -359,7 +440,7 @@ def _run_parallel(
                     record(i, None, _describe_error(exc))
                 else:
                     interrupted = interrupted or meta.get("status") == "interrupted"
-                    record(i, meta if "steps" in meta else None)
+                    record(i, meta)
             if broken:  # every run still in the dead pool failed with it; start a fresh pool
                 for i in in_flight.values():
                     record(i, None, broken)
@@ -371,8 +452,13 @@ def _run_parallel(
     return interrupted
 
 
+class RunFailed(Exception):
+    """A run's error, described in the worker (so it crosses the process boundary as text)."""
+
+
 def _describe_error(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}".replace("\n", " ")[:500]
+    text = str(exc) if isinstance(exc, (RunFailed, RnnkitError)) else f"{type(exc).__name__}: {exc}"
+    return text.replace("\n", " ")[:500]
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[int, dict[str, float]]]:

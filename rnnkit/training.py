@@ -24,10 +24,6 @@ import torch
 
 from rnnkit.spec import TrainConfig
 
-#: How a run ended. ``solved``: early stop reached; ``plateau``: stopped without progress;
-#: ``max_steps``: ran its full budget; ``interrupted``: Ctrl-C.
-STATUSES = ("solved", "plateau", "max_steps", "interrupted")
-
 
 class Task(Protocol):
     def train_batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]: ...
@@ -255,6 +251,9 @@ class Trainer:
                         self._emit("on_checkpoint", self)
                     if stop.requested:
                         status = "interrupted"
+                        break
+                    if not math.isfinite(loss):
+                        status = "diverged"
                         break
                     if es.threshold > 0 and len(window) == window.maxlen and windowed >= es.threshold:
                         status = "solved"

@@ -93,13 +93,27 @@ def test_generate_a_batch_reproducibly():
 
 def _lm_spec(tmp_path, **train):
     spec = {
-        "name": "lm", "seed": 0, "device": "cpu",
+        "name": "lm",
+        "seed": 0,
+        "device": "cpu",
         "task": {"name": "text", "text": str(small_text(tmp_path)), "seq_len": 16},
         "model": {"name": "charlstm", "embedding_size": 8, "hidden_size": 16, "layers": 2, "dropout": 0.2},
-        "train": {"optimizer": "adam", "lr": 0.01, "batch_size": 8, "max_steps": 40, "log_every": 5,
-                  "eval_every": 10, "checkpoint_every": 10, "schedule": "step", "lr_decay_every": 7,
-                  "lr_gamma": 0.5, "max_norm": 5.0, "early_stop": {"threshold": 0}, "plateau": {"patience": 0},
-                  **train},
+        "train": {
+            "optimizer": "adam",
+            "lr": 0.01,
+            "batch_size": 8,
+            "max_steps": 40,
+            "log_every": 5,
+            "eval_every": 10,
+            "checkpoint_every": 10,
+            "schedule": "step",
+            "lr_decay_every": 7,
+            "lr_gamma": 0.5,
+            "max_norm": 5.0,
+            "early_stop": {"threshold": 0},
+            "plateau": {"patience": 0},
+            **train,
+        },
     }
     return resolve_spec(spec)
 

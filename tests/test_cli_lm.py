@@ -9,9 +9,20 @@ import pytest
 from tests.conftest import small_text
 from tests.test_cli import assert_one_line_error, run
 
-LM_ARGS = ["model.embedding_size=8", "model.hidden_size=16", "train.max_steps=30", "train.batch_size=8",
-           "train.eval_every=10", "train.checkpoint_every=10", "train.sample_every=10", "train.log_every=10",
-           "task.seq_len=16", "--device", "cpu", "--no-progress"]
+LM_ARGS = [
+    "model.embedding_size=8",
+    "model.hidden_size=16",
+    "train.max_steps=30",
+    "train.batch_size=8",
+    "train.eval_every=10",
+    "train.checkpoint_every=10",
+    "train.sample_every=10",
+    "train.log_every=10",
+    "task.seq_len=16",
+    "--device",
+    "cpu",
+    "--no-progress",
+]
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +86,9 @@ def test_resume_from_the_command_line(lm_run):
 
 
 def test_missing_corpus(tmp_path):
-    result = run("train", "examples/christie.yaml", f"task.text={tmp_path / 'none.txt'}", *LM_ARGS,
-                 "--out-dir", str(tmp_path))
+    result = run(
+        "train", "examples/christie.yaml", f"task.text={tmp_path / 'none.txt'}", *LM_ARGS, "--out-dir", str(tmp_path)
+    )
     assert_one_line_error(result, 1, "corpus file not found")
 
 
@@ -106,19 +118,31 @@ def test_missing_and_corrupt_checkpoints(tmp_path, lm_run):
 
 
 def test_checkpoint_of_another_task(tmp_path):
-    result = run("train", "examples/palindrome-lstm.yaml", "train.max_steps=5", "model.hidden_size=4",
-                 "--out-dir", str(tmp_path), "--device", "cpu", "--no-progress")
+    result = run(
+        "train",
+        "examples/palindrome-lstm.yaml",
+        "train.max_steps=5",
+        "model.hidden_size=4",
+        "--out-dir",
+        str(tmp_path),
+        "--device",
+        "cpu",
+        "--no-progress",
+    )
     assert result.exit_code == 0
     assert_one_line_error(run("sample", str(tmp_path / "palindrome-lstm")), 1, "not a character language model")
 
 
-@pytest.mark.parametrize("args,words", [
-    (["--temperature", "-1"], ["--temperature", "0 (greedy) or more"]),
-    (["--length", "0"], ["--length", "at least 1"]),
-    (["--top-k", "500"], ["--top-k", "vocabulary size"]),
-    (["--num", "0"], ["--num"]),
-    (["--temperatures", "0,hot"], ["--temperatures"]),
-])
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["--temperature", "-1"], ["--temperature", "0 (greedy) or more"]),
+        (["--length", "0"], ["--length", "at least 1"]),
+        (["--top-k", "500"], ["--top-k", "vocabulary size"]),
+        (["--num", "0"], ["--num"]),
+        (["--temperatures", "0,hot"], ["--temperatures"]),
+    ],
+)
 def test_bad_sampling_options(lm_run, args, words):
     assert_one_line_error(run("sample", str(lm_run), *args), 2, *words)
 

@@ -3,7 +3,15 @@ from __future__ import annotations
 import pytest
 
 from rnnkit.errors import SpecError, UsageError
-from rnnkit.sweep import SweepInterrupted, SweepPlan, load_sweep_spec, parse_lengths, read_results, run_sweep
+from rnnkit.sweep import (
+    SweepInterrupted,
+    SweepPlan,
+    load_sweep_spec,
+    parse_lengths,
+    plan_sweep,
+    read_results,
+    run_sweep,
+)
 
 TINY = {
     "device": "cpu",
@@ -132,16 +140,48 @@ def test_sweep_spec_file(tmp_path):
         "models: [lstm]\nlengths: 5-6\nper_length:\n  5: {train.lr: 0.02}\nspec:\n  train: {max_steps: 3}\n"
     )
     data = load_sweep_spec(path)
-    assert data["per_length"] == {5: {"train.lr": 0.02}} and data["spec"]["train"]["max_steps"] == 3
+    assert data.per_length == {5: {"train.lr": 0.02}} and data.spec["train"]["max_steps"] == 3
     path.write_text("modles: [lstm]\n")
     with pytest.raises(SpecError, match="unknown key"):
         load_sweep_spec(path)
 
 
+@pytest.mark.parametrize(
+    "text,words",
+    [
+        ("seeds: abc\n", ["seeds: must be an integer", "line 1"]),
+        ("seeds: 1.5\n", ["seeds: must be an integer"]),
+        ("seeds: 0\n", ["seeds: must be at least 1"]),
+        ("out: [1]\n", ["out: must be a string"]),
+        ("models: 3\n", ["models"]),
+        ("name: ../../x\n", ["name: must be a plain directory name"]),
+        ("per_length:\n  five: {train.lr: 0.1}\n", ["per_length.five"]),
+        ("spec: 3\n", ["spec: must be a mapping"]),
+    ],
+)
+def test_sweep_spec_errors(tmp_path, text, words):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError) as info:
+        load_sweep_spec(path)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_sweep_spec_accepts_a_list_of_lengths(tmp_path):
+    path = tmp_path / "sweep.yaml"
+    path.write_text("models: [lstm]\nlengths: [5, 10]\n")
+    plan, _ = plan_sweep(path)
+    assert plan.lengths == [5, 10] and plan.models == ["lstm"]
+
+
+@pytest.mark.parametrize("override", ["name=x", "seed=3", "task.length=7", "model.name=rnn", "out_dir=/tmp/x"])
+def test_sweep_keys_cannot_be_overridden(tmp_path, override):
+    with pytest.raises(UsageError, match="the sweep sets it"):
+        _plan(tmp_path, overrides=[override])
+
+
 def test_example_sweep_spec_resolves():
-    data = load_sweep_spec("examples/sweep-palindrome.yaml")
-    plan = SweepPlan(
-        models=data["models"], lengths=parse_lengths(data["lengths"]), base=data["spec"], per_length=data["per_length"]
-    )
+    plan, _ = plan_sweep("examples/sweep-palindrome.yaml")
     specs = {(m, t): s for m, t, _, s in plan.run_specs()}
     assert specs[("lstm", 5)].train.lr == 0.01 and specs[("lstm", 7)].train.lr == 0.015

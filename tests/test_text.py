@@ -57,8 +57,10 @@ def test_empty_and_short_corpora(tmp_path):
 
 
 def test_strip_gutenberg():
-    book = "header\n*** START OF THIS PROJECT GUTENBERG EBOOK X ***\n\nProduced by Y\n\nBody text.\n" \
-           "*** END OF THIS PROJECT GUTENBERG EBOOK X ***\nlicence"
+    book = (
+        "header\n*** START OF THIS PROJECT GUTENBERG EBOOK X ***\n\nProduced by Y\n\nBody text.\n"
+        "*** END OF THIS PROJECT GUTENBERG EBOOK X ***\nlicence"
+    )
     assert strip_gutenberg(book) == "Body text.\n"
 
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
+from typing import Any
+
 import typer
+from typer.core import TyperGroup
+from typer.exceptions import Abort, TyperException
 
 from rnnkit import __version__
 from rnnkit.cli.generate import complete, sample
@@ -11,7 +17,41 @@ from rnnkit.cli.plot import plot
 from rnnkit.cli.sweep import sweep
 from rnnkit.cli.train import train
 
+
+class OneLineErrors(TyperGroup):
+    """Usage errors that click finds itself (a missing argument, a bad option value, an unknown
+    command) reported like every other rnnkit error: one line on stderr and exit 2."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except TyperException as exc:  # click's own errors (typer vendors click)
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see {ctx.command_path} --help)" if ctx is not None and exc.exit_code == 2 else ""
+            message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+            print(f"error: {message}{hint}", file=sys.stderr)
+            if standalone_mode:
+                sys.exit(getattr(exc, "exit_code", 2))
+            raise
+        except Abort:
+            print("interrupted", file=sys.stderr)
+            if standalone_mode:
+                sys.exit(130)
+            raise
+        if standalone_mode:
+            sys.exit(result if isinstance(result, int) else 0)
+        return result
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
     name="rnnkit",
     help="Recurrent and graph networks from their equations: train, sweep, plot and compare.",
     no_args_is_help=True,

@@ -21,7 +21,8 @@ def _load(checkpoint: Path | None, backend: str | None, device: str):  # noqa: A
 @handle_errors
 def sample(
     checkpoint: Path = typer.Argument(
-        None, help="A run directory or weights file (default: the Christie model shipped with rnnkit).",
+        None,
+        help="A run directory or weights file (default: the Christie model shipped with rnnkit).",
         show_default=False,
     ),
     length: int = typer.Option(200, "--length", "-n", help="Characters to generate per sample."),
@@ -69,7 +70,10 @@ def sample(
 def complete(
     prompt: str = typer.Argument(None, help='The opening to continue, e.g. "Poirot said".', show_default=False),
     checkpoint: Path = typer.Option(
-        None, "--checkpoint", "-c", help="A run directory or weights file (default: the shipped Christie model).",
+        None,
+        "--checkpoint",
+        "-c",
+        help="A run directory or weights file (default: the shipped Christie model).",
         show_default=False,
     ),
     prompt_file: Path = typer.Option(None, "--prompt-file", help="Read the prompt from a file.", show_default=False),

@@ -47,8 +47,13 @@ def train(
     ),
     name: str = typer.Option(None, help="Run name (default: the spec's, else the file name).", show_default=False),
     data_dir: Path = typer.Option(
-        None, "--data-dir", help="Where named corpora are looked for first (else $RNNKIT_DATA_DIR, the cache, "
-        "a download).", show_default=False
+        None,
+        "--data-dir",
+        help="Where named corpora are looked for first (else $RNNKIT_DATA_DIR, the cache, a download).",
+        show_default=False,
+    ),
+    threads: int = typer.Option(
+        None, "--threads", min=1, help="CPU threads for torch (default: torch's, one per core).", show_default=False
     ),
     progress: bool = typer.Option(
         True, "--progress/--no-progress", help="Progress bar on stderr (off when stderr is not a terminal)."
@@ -61,7 +66,7 @@ def train(
 
     if data_dir is not None:
         os.environ["RNNKIT_DATA_DIR"] = str(data_dir)
-    extra = list(overrides or [])
+    extra: list = list(overrides or [])
     if resume is not None:
         if spec is not None and "=" in str(spec):  # `train --resume DIR key=value`: the spec slot holds one
             extra.insert(0, str(spec))
@@ -74,7 +79,7 @@ def train(
         raise UsageError("give a run spec (e.g. examples/palindrome-lstm.yaml) or --resume RUN_DIR")
     for key, value in (("device", device), ("seed", seed), ("out_dir", out_dir), ("name", name)):
         if value is not None:
-            extra.append(f"{key}={value}")
+            extra.append((key, str(value) if isinstance(value, Path) else value))
     resolved = load_spec(spec, extra)
     report_plugin_failures()
     if print_config:
@@ -82,7 +87,11 @@ def train(
         return
     run_dir = resume if resume is not None else unique_run_dir(resolved.out_dir, resolved.name)
     meta = train_run(
-        resolved, run_dir, progress=progress, resume=resume is not None,
+        resolved,
+        run_dir,
+        progress=progress,
+        resume=resume is not None,
+        threads=threads,
         callbacks=[ConsoleReporter(resolved.train.max_steps)],
     )
     final = meta.get("final_metrics") or {}

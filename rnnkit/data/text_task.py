@@ -54,9 +54,7 @@ class TextTask:
         return windows[:, :-1], windows[:, 1:]  # (batch, seq), (batch, seq)
 
     @staticmethod
-    def loss_and_correct(
-        model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss_and_correct(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits, _ = model(x)  # (batch, seq, vocab)
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
         correct = (logits.argmax(-1) == y).sum()
