@@ -309,14 +309,16 @@ def run_sweep(
     plan: SweepPlan,
     workers: int = 1,
     on_result: Callable[[dict[str, Any], bool], None] | None = None,
+    runs: list[tuple[str, int, int, RunSpec]] | None = None,
 ) -> list[dict[str, Any]]:
     """Run every planned run not already finished; returns the rows of results.csv.
 
-    ``on_result(row, skipped)`` is called as each run finishes (or is found finished).
+    ``on_result(row, skipped)`` is called as each run finishes (or is found finished); ``runs`` are
+    the plan's resolved runs when the caller has them already.
     """
     from rnnkit.runner import prepare_run_dir
 
-    runs = plan.run_specs()
+    runs = runs if runs is not None else plan.run_specs()
     prepare_run_dir(plan.out)
     workers = max(1, workers)
     threads = max(1, (os.cpu_count() or 1) // workers)

@@ -52,7 +52,7 @@ def sweep(
     runs = plan.run_specs()  # validates every run before starting any
     for device in {run[3].device for run in runs}:
         resolve_device(device)
-    prepare_run_dir(plan.out)
+    prepare_run_dir(plan.out)  # an unwritable --out fails here, before the header line
     report_plugin_failures()
     err_console.print(
         f"sweep: {len(runs)} runs ({', '.join(plan.models)} x {len(plan.lengths)} lengths x "
@@ -68,7 +68,7 @@ def sweep(
             detail = f", best acc {acc:.3f}" if isinstance(acc, float) else error
             bar.log(f"{row['model']:>8} T={row['length']:<3} seed {row['seed']}: {what}{detail}")
 
-        rows = run_sweep(plan, workers=n_workers, on_result=on_result)
+        rows = run_sweep(plan, workers=n_workers, on_result=on_result, runs=runs)
     figure = save_figure(sweep_figure(rows, title=f"Palindromes: {plan.out.name}"), plan.out / FIGURE_FILE)
     out_console.print(summary_table(rows))
     out_console.print(f"results: {plan.out / 'results.csv'}\nfigure:  {figure}", markup=False)
