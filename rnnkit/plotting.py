@@ -42,6 +42,26 @@ def sweep_figure(rows: list[dict[str, Any]], title: str = "") -> Any:
     return fig
 
 
+def gcn_figure(summary: dict[str, Any]) -> Any:
+    """Test accuracy (mean ± std), median epoch time and peak memory per implementation."""
+    results = summary["results"]
+    names = [r["impl"] for r in results]
+    fig = _figure(10.0, 3.6)
+    ax_acc, ax_time, ax_mem = fig.subplots(1, 3)
+    colours = [f"C{i}" for i in range(len(names))]
+    ax_acc.bar(names, [100 * r["test_accuracy_mean"] for r in results],
+               yerr=[100 * r["test_accuracy_std"] for r in results], color=colours, capsize=4)
+    ax_acc.set_ylabel("test accuracy (%)")
+    ax_time.bar(names, [r["epoch_ms_median"] for r in results], color=colours)
+    ax_time.set_ylabel("ms per epoch (median)")
+    ax_mem.bar(names, [r["peak_memory_mb"] for r in results], color=colours)
+    ax_mem.set_ylabel("peak memory (MB)")
+    for ax in (ax_acc, ax_time, ax_mem):
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle(f"{summary['dataset']}: {summary['nodes']:,} nodes, {summary['spec']['runs']} runs each")
+    return fig
+
+
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     records = []
     with open(path, encoding="utf-8") as f:
@@ -99,13 +119,22 @@ def save_figure(fig: Any, path: Path) -> Path:
 
 
 def plot_path(path: Path, out: Path | None = None) -> Path:
-    """Plot a sweep directory (accuracy vs length) or a run directory (loss and accuracy curves)."""
+    """Plot a sweep directory (accuracy vs length), a run directory (loss and accuracy curves) or a
+    gcn directory (the implementations side by side)."""
+    from rnnkit.gcn import RESULTS_FILE as GCN_RESULTS
+    from rnnkit.gcn import read_results as read_gcn_results
     from rnnkit.runner import METRICS_FILE
     from rnnkit.sweep import FIGURE_FILE, RESULTS_FILE, read_results
 
     path = Path(path)
+    if path.is_file() and path.name in (RESULTS_FILE, METRICS_FILE, GCN_RESULTS):
+        path = path.parent
     if out is not None and Path(out).is_dir():
-        out = Path(out) / (FIGURE_FILE if (path / RESULTS_FILE).is_file() else "curves.png")
+        default = FIGURE_FILE if (path / RESULTS_FILE).is_file() else "curves.png"
+        out = Path(out) / ("comparison.png" if (path / GCN_RESULTS).is_file() else default)
+    if path.is_dir() and (path / GCN_RESULTS).is_file():
+        summary = read_gcn_results(path / GCN_RESULTS)
+        return save_figure(gcn_figure(summary), out or path / "comparison.png")
     if path.is_dir() and (path / RESULTS_FILE).is_file():
         rows = read_results(path / RESULTS_FILE)
         return save_figure(sweep_figure(rows, title=f"Palindromes: {path.name}"), out or path / FIGURE_FILE)
@@ -114,10 +143,6 @@ def plot_path(path: Path, out: Path | None = None) -> Path:
         if not records:
             raise RunError(f"{path / METRICS_FILE} is empty: nothing to plot yet")
         return save_figure(run_figure(records, title=path.name), out or path / "curves.png")
-    if path.is_file() and path.name == RESULTS_FILE:
-        return plot_path(path.parent, out)
-    if path.is_file() and path.name == METRICS_FILE:
-        return plot_path(path.parent, out)
     if not path.exists():
         raise UsageError(f"{path} does not exist")
     raise UsageError(

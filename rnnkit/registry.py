@@ -24,6 +24,7 @@ ENTRY_POINT_GROUP = "rnnkit.models"
 TASKS: dict[str, tuple[str, ...]] = {
     "sequence-classification": ("input_size", "num_classes"),
     "char-lm": ("vocab_size",),
+    "node-classification": ("num_features", "num_classes"),
 }
 
 
@@ -33,7 +34,8 @@ class ModelDef:
 
     ``config`` is a dataclass whose fields (with types and defaults) are the model's hyperparameters;
     ``build(config, **task_dims)`` returns a ``torch.nn.Module``; ``count_parameters`` (optional)
-    gives the trainable parameter count without building the model.
+    gives the trainable parameter count without building the model; ``memory_bytes`` (optional) the
+    memory a graph model needs for a graph of a given number of nodes.
     """
 
     name: str
@@ -42,6 +44,9 @@ class ModelDef:
     build: Callable[..., Any]
     description: str = ""
     count_parameters: Callable[..., int] | None = None
+    #: node-classification models whose memory grows with the graph: bytes needed for ``num_nodes``
+    #: nodes, checked against a budget before the model is built.
+    memory_bytes: Callable[[int], int] | None = None
 
     def make_config(self, values: dict[str, Any] | None = None) -> Any:
         """The model's config with ``values`` applied over the defaults (validated by the spec layer)."""

@@ -215,7 +215,7 @@ def test_read_only_output_directory(tmp_path):
 
 def test_plot_errors(tmp_path):
     assert_one_line_error(run("plot", str(tmp_path / "nothing")), 2, "does not exist")
-    assert_one_line_error(run("plot", str(tmp_path)), 2, "neither a sweep directory")
+    assert_one_line_error(run("plot", str(tmp_path)), 2, "is not a sweep directory")
 
 
 def test_cuda_requested_without_cuda(tmp_path):

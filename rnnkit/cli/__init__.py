@@ -11,6 +11,7 @@ from typer.core import TyperGroup
 from typer.exceptions import Abort, TyperException
 
 from rnnkit import __version__
+from rnnkit.cli.gcn import gcn
 from rnnkit.cli.generate import complete, sample
 from rnnkit.cli.models import models
 from rnnkit.cli.plot import plot
@@ -80,6 +81,7 @@ app.command()(sweep)
 app.command()(plot)
 app.command()(sample)
 app.command()(complete)
+app.command()(gcn)
 app.command()(models)
 
 

@@ -1,0 +1,250 @@
+"""Node classification with several GCN implementations on one graph, compared side by side.
+
+Each implementation (a registered ``node-classification`` model: ``dense`` means ``gcn-dense``, ``pyg``
+means ``gcn-pyg``, any other name is looked up as ``gcn-<name>`` then as given) trains ``runs`` times
+with seeds 0..runs-1, full batch, Adam, for ``epochs`` epochs (Kipf & Welling's setup by default). A run
+scores the test accuracy at the epoch of its best validation accuracy. Time per epoch is the median
+training-step time; peak memory is measured in a fresh worker process per implementation (the
+process's peak RSS growth on CPU, ``torch.cuda.max_memory_allocated`` on a GPU). A dense adjacency
+over the memory budget is refused before anything is built.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Literal
+
+from rnnkit.errors import RunError, UsageError
+from rnnkit.registry import default_registry, get_model
+from rnnkit.spec import _Validator, load_yaml
+
+TASK = "node-classification"
+RESULTS_FILE = "results.json"
+ALIASES = {"dense": "gcn-dense", "pyg": "gcn-pyg"}
+
+
+@dataclass
+class GCNSpec:
+    """A GCN comparison: the graph, the implementations, the model and the training budget."""
+
+    dataset: Literal["karate", "cora", "citeseer", "pubmed", "synthetic"] = "cora"
+    impl: str | list[str] = "dense,pyg"
+    layers: int = field(default=2, metadata={"gt": 0})
+    hidden: int = field(default=16, metadata={"gt": 0})
+    dropout: float = field(default=0.5, metadata={"ge": 0, "lt": 1})
+    epochs: int = field(default=200, metadata={"gt": 0})
+    runs: int = field(default=10, metadata={"gt": 0})
+    lr: float = field(default=0.01, metadata={"gt": 0})
+    weight_decay: float = field(default=5e-4, metadata={"ge": 0})
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data_dir: str = ""
+    out: str = ""  # default: runs/gcn-<dataset>
+    nodes: int = field(default=1000, metadata={"gt": 0})  # synthetic graphs
+    degree: float = field(default=10.0, metadata={"gt": 0})
+    classes: int = field(default=4, metadata={"ge": 2})
+    features: int = field(default=32, metadata={"gt": 0})
+    graph_seed: int = 0
+    max_dense_gb: float = field(default=0.0, metadata={"ge": 0})  # 0: half of the available memory
+
+    def impls(self) -> list[str]:
+        names = self.impl.split(",") if isinstance(self.impl, str) else list(self.impl)
+        names = [n.strip() for n in names if n.strip()]
+        if not names:
+            raise UsageError("no implementation given: use e.g. --impl dense,pyg")
+        return list(dict.fromkeys(names))
+
+    def out_dir(self) -> Path:
+        return Path(self.out or f"runs/gcn-{self.dataset}")
+
+
+def load_gcn_spec(path: str | Path | None, overrides: dict[str, Any]) -> GCNSpec:
+    """A GCNSpec from an optional YAML file with ``overrides`` (options given on the command line) on top."""
+    data, lines = load_yaml(path) if path is not None else ({}, {})
+    data = {**data, **{k: v for k, v in overrides.items() if v is not None}}
+    return _Validator(lines, str(path) if path else None, set(overrides)).build(GCNSpec, data, "")
+
+
+def model_name(impl: str) -> str:
+    """The registered model an --impl name means: dense, pyg, gcn-<name> or the name itself."""
+    if impl in ALIASES:
+        return ALIASES[impl]
+    entries = default_registry().entries
+    return f"gcn-{impl}" if f"gcn-{impl}" in entries and impl not in entries else impl
+
+
+def available_memory_bytes() -> int:
+    """MemAvailable from /proc/meminfo, else physical memory."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_memory(spec: GCNSpec, num_nodes: int, budget_gb: float | None = None) -> None:
+    """Refuse an implementation whose estimated memory for this graph is over the budget."""
+    budget = (budget_gb or spec.max_dense_gb) * 1e9 or available_memory_bytes() / 2
+    for impl in spec.impls():
+        model = get_model(model_name(impl), TASK)
+        if model.memory_bytes is None:
+            continue
+        need = model.memory_bytes(num_nodes)
+        if need > budget:
+            raise UsageError(
+                f"--impl {impl} needs about {need / 1e9:.1f} GB for a dense {num_nodes:,}x{num_nodes:,} adjacency, "
+                f"over the budget of {budget / 1e9:.1f} GB (--max-dense-gb); use --impl pyg for a graph this size"
+            )
+
+
+def _graph(spec: GCNSpec) -> Any:
+    from rnnkit.data.graphs import load_graph
+
+    return load_graph(spec.dataset, data_dir=spec.data_dir or None, nodes=spec.nodes, degree=spec.degree,
+                      classes=spec.classes, features=spec.features, seed=spec.graph_seed)
+
+
+def train_once(model_def: Any, config: Any, graph: Any, spec: GCNSpec, seed: int, device: Any) -> dict[str, Any]:
+    """One training run: test accuracy at the best validation epoch, and the epoch times."""
+    import torch
+    import torch.nn.functional as F
+
+    from rnnkit.spec import TrainConfig
+    from rnnkit.training import make_optimizer
+
+    torch.manual_seed(seed)
+    model = model_def.build(config, num_features=graph.num_features, num_classes=graph.num_classes).to(device)
+    optimizer = make_optimizer(model.parameters(),
+                               TrainConfig(optimizer="adam", lr=spec.lr, weight_decay=spec.weight_decay))
+    x, edge_index, y = graph.x, graph.edge_index, graph.y
+    best_val, test_at_best, best_epoch = -1.0, 0.0, 0
+    times = []
+    for epoch in range(1, spec.epochs + 1):
+        start = time.perf_counter()
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        logits = model(x, edge_index)  # (nodes, classes)
+        loss = F.cross_entropy(logits[graph.train_mask], y[graph.train_mask])
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+        model.eval()
+        with torch.no_grad():
+            pred = model(x, edge_index).argmax(dim=1)  # (nodes,)
+        val = (pred[graph.val_mask] == y[graph.val_mask]).float().mean().item()
+        if val > best_val:
+            test = (pred[graph.test_mask] == y[graph.test_mask]).float().mean().item()
+            best_val, test_at_best, best_epoch = val, test, epoch
+    return {"seed": seed, "test_accuracy": test_at_best, "val_accuracy": best_val, "best_epoch": best_epoch,
+            "epoch_seconds": times, "parameters": sum(p.numel() for p in model.parameters())}
+
+
+def run_impl(spec_dict: dict[str, Any], impl: str, threads: int | None = None) -> dict[str, Any]:
+    """Every run of one implementation, in this process; with its memory peak."""
+    import torch
+
+    from rnnkit.runner import resolve_device
+
+    if threads:
+        torch.set_num_threads(threads)
+    spec = GCNSpec(**spec_dict)
+    device = resolve_device(spec.device)
+    graph = _graph(spec).to(device)
+    model_def = get_model(model_name(impl), TASK)
+    values = {k: getattr(spec, k) for k in ("layers", "dropout") if k in model_def.config_fields()}
+    if "hidden_size" in model_def.config_fields():
+        values["hidden_size"] = spec.hidden
+    config = model_def.make_config(values)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    start = time.perf_counter()
+    runs = [train_once(model_def, config, graph, spec, seed, device) for seed in range(spec.runs)]
+    total = time.perf_counter() - start
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device)
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before
+    accs = [r["test_accuracy"] for r in runs]
+    epoch_times = [t for r in runs for t in r["epoch_seconds"]]
+    return {
+        "impl": impl,
+        "model": model_def.name,
+        "config": asdict(config),
+        "test_accuracy_mean": statistics.fmean(accs),
+        "test_accuracy_std": statistics.pstdev(accs) if len(accs) > 1 else 0.0,
+        "epoch_ms_median": 1e3 * statistics.median(epoch_times),
+        "first_epoch_ms": 1e3 * statistics.fmean(r["epoch_seconds"][0] for r in runs),
+        "total_seconds": total,
+        "peak_memory_mb": peak / 1e6,
+        "parameters": runs[0]["parameters"],
+        "device": str(device),
+        "runs": [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in runs],
+    }
+
+
+def _run_isolated(spec_dict: dict[str, Any], impl: str, threads: int | None) -> dict[str, Any]:
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(run_impl, spec_dict, impl, threads).result()
+
+
+def check_comparison(spec: GCNSpec) -> Any:
+    """Check names, task support, device, data and memory budget before any run; returns the graph."""
+    from rnnkit.runner import prepare_run_dir, resolve_device
+
+    for impl in spec.impls():
+        get_model(model_name(impl), TASK)
+    resolve_device(spec.device)
+    graph = _graph(spec)
+    check_memory(spec, graph.num_nodes)
+    prepare_run_dir(spec.out_dir())
+    return graph
+
+
+def compare(spec: GCNSpec, *, isolate: bool = True, threads: int | None = None, on_result: Any = None,
+            graph: Any = None) -> dict[str, Any]:
+    """Train every implementation of ``spec`` and write ``results.json``; returns its content.
+
+    Everything is checked (see ``check_comparison``) before the first run.
+    """
+    from rnnkit.checkpoint import write_json
+
+    graph = graph if graph is not None else check_comparison(spec)
+    out = spec.out_dir()
+    results = []
+    for impl in spec.impls():
+        try:
+            result = (_run_isolated if isolate else run_impl)(asdict(spec), impl, threads)
+        except MemoryError as exc:
+            raise RunError(f"--impl {impl} ran out of memory on {graph.num_nodes:,} nodes") from exc
+        results.append(result)
+        if on_result:
+            on_result(result)
+    summary = {
+        "dataset": spec.dataset, "nodes": graph.num_nodes, "edges": int(graph.edge_index.shape[1]),
+        "features": graph.num_features, "classes": graph.num_classes, "spec": asdict(spec), "results": results,
+    }
+    write_json(out / RESULTS_FILE, summary)
+    return summary
+
+
+def read_results(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data["results"][0]["impl"]  # noqa: B018 - shape check
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        raise RunError(f"{path} is not a readable GCN results file ({exc})") from exc
+    return data

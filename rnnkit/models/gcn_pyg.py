@@ -1,0 +1,58 @@
+"""The same GCN on torch-geometric's ``GCNConv`` (sparse message passing), with the parameter layout
+of ``gcn-dense``. ``cached=True`` computes the normalised adjacency once (transductive training on
+one graph, as in Kipf & Welling).
+
+Shapes:
+    x: (nodes, features); edge_index: (2, edges) int64 -> logits: (nodes, classes)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rnnkit.models.gcn_dense import GCNConfig, count_parameters, gcn_layer_sizes
+from rnnkit.registry import ModelDef
+
+
+@dataclass
+class PygGCNConfig(GCNConfig):
+    """GCNConfig plus whether GCNConv caches the normalised adjacency."""
+
+    cached: bool = True
+
+
+class PygGCN(nn.Module):
+    def __init__(self, num_features: int, num_classes: int, config: PygGCNConfig) -> None:
+        super().__init__()
+        from torch_geometric.nn import GCNConv
+
+        self.dropout = config.dropout
+        self.convs = nn.ModuleList(
+            GCNConv(i, o, cached=config.cached) for i, o in gcn_layer_sizes(num_features, num_classes, config)
+        )
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        for k, conv in enumerate(self.convs):
+            x = F.dropout(x, self.dropout, self.training)
+            x = conv(x, edge_index)  # (nodes, width)
+            if k < len(self.convs) - 1:
+                x = F.relu(x)
+        return x  # (nodes, classes)
+
+
+def build(config: PygGCNConfig, *, num_features: int, num_classes: int) -> PygGCN:
+    return PygGCN(num_features, num_classes, config)
+
+
+MODEL = ModelDef(
+    name="gcn-pyg",
+    description="The same GCN on torch_geometric.nn.GCNConv",
+    tasks=("node-classification",),
+    config=PygGCNConfig,
+    build=build,
+    count_parameters=count_parameters,
+)
