@@ -146,5 +146,6 @@ def plot_path(path: Path, out: Path | None = None) -> Path:
     if not path.exists():
         raise UsageError(f"{path} does not exist")
     raise UsageError(
-        f"{path} is neither a sweep directory (with {RESULTS_FILE}) nor a run directory (with {METRICS_FILE})"
+        f"{path} is not a sweep directory (with {RESULTS_FILE}), a run directory (with {METRICS_FILE}) "
+        f"or a gcn directory (with {GCN_RESULTS})"
     )
