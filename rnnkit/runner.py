@@ -123,7 +123,7 @@ class Checkpointer:
         self.base_meta = base_meta
 
     def meta(self, trainer: Any, status: str, **extra: Any) -> dict[str, Any]:
-        return {**self.base_meta, "status": status, "steps": trainer.step, "seconds": trainer.elapsed, **extra}
+        return {**self.base_meta, "status": status, "steps": trainer.step, "seconds": trainer.seconds_so_far(), **extra}
 
     def save(self, trainer: Any, meta: dict[str, Any], directory: Path | None = None) -> None:
         import torch

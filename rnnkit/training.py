@@ -137,6 +137,11 @@ class Trainer:
         self._window: deque[float] = deque(maxlen=cfg.early_stop.window)
         self._plateau_best, self._plateau_step = -1.0, 0
         self._start = time.perf_counter()
+        self._running = False
+
+    def seconds_so_far(self) -> float:
+        """Training seconds of this run so far, earlier processes included (resume)."""
+        return self.elapsed + (time.perf_counter() - self._start if self._running else 0.0)
 
     # -- state --------------------------------------------------------------------------------
 
@@ -195,8 +200,7 @@ class Trainer:
         return metrics
 
     def _log(self, record: dict[str, Any]) -> None:
-        # elapsed: seconds of training in this run so far, earlier processes included (resume)
-        record.setdefault("elapsed", round(self.elapsed + time.perf_counter() - self._start, 4))
+        record.setdefault("elapsed", round(self.seconds_so_far(), 4))
         self._emit("on_log", record)
 
     def run(self) -> TrainResult:
@@ -206,6 +210,7 @@ class Trainer:
         sums = {"loss": 0.0, "accuracy": 0.0, "grad_norm": 0.0, "n": 0}
         status = "max_steps"
         self._start = start = time.perf_counter()
+        self._running = True
         first_step = self.step
         self.model.train()
 
@@ -268,8 +273,10 @@ class Trainer:
         flush_log(self.optimizer.param_groups[0]["lr"])
         if status == "interrupted":
             self.elapsed += time.perf_counter() - start
+            self._running = False
             return TrainResult(status, self.step, self.best_accuracy, None, None, self.elapsed)
         final = self.evaluate()
         self.elapsed += time.perf_counter() - start
+        self._running = False
         best = max(self.best_accuracy, final["accuracy"])
         return TrainResult(status, self.step, best, final["accuracy"], final["loss"], self.elapsed, final)

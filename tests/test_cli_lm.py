@@ -150,3 +150,28 @@ def test_bad_sampling_options(lm_run, args, words):
 def test_prompt_with_unknown_characters(lm_run):
     assert_one_line_error(run("complete", "Poirot said: “€”", "-c", str(lm_run)), 2, "'€'", "--drop-unknown")
     assert_one_line_error(run("complete", "-c", str(lm_run)), 2, "give a prompt")
+
+
+def test_the_shipped_model_works_with_no_arguments():
+    result = run("complete", "Poirot said", "--temperature", "0")
+    assert result.exit_code == 0, result.output
+    out = result.stdout.rstrip("\n")
+    assert out.startswith("Poirot said") and len(out) == len("Poirot said") + 70
+    sampled = run("sample", "--length", "40", "--num", "2", "--seed", "0")
+    assert sampled.exit_code == 0 and len(sampled.stdout.strip()) > 0
+
+
+def test_shipped_model_writes_real_words():
+    from tests.conftest import SHARED_DATA
+
+    book = SHARED_DATA / "books" / "christie_styles.txt"
+    if not book.is_file():
+        pytest.skip("no shared data")
+    import re
+
+    known = set(re.findall(r"[a-z]+", book.read_text(encoding="utf-8").lower()))
+    for temperature in ("0", "0.25"):
+        text = run("complete", "Poirot said", "-t", temperature, "-n", "200", "--seed", "0").stdout
+        words = re.findall(r"[a-z]+", text.lower()[len("poirot said"):])
+        real = sum(w in known for w in words) / len(words)
+        assert real > 0.8, (temperature, real, text)
