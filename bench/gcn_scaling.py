@@ -56,13 +56,26 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     budget = available_memory_bytes() / 2
-    print(f"torch {torch.__version__}, device {args.device}, {args.threads} thread(s), {args.epochs} epochs, "
-          f"dense budget {budget / 1e9:.1f} GB\n")
-    print(f"{'nodes':>8} {'dense ms/epoch':>15} {'dense MB':>9} {'pyg ms/epoch':>13} {'pyg MB':>8} "
-          f"{'dense/pyg':>10} {'bare GCNConv ms':>16} {'pyg/bare':>9}")
+    print(
+        f"torch {torch.__version__}, device {args.device}, {args.threads} thread(s), {args.epochs} epochs, "
+        f"dense budget {budget / 1e9:.1f} GB\n"
+    )
+    print(
+        f"{'nodes':>8} {'dense ms/epoch':>15} {'dense MB':>9} {'pyg ms/epoch':>13} {'pyg MB':>8} "
+        f"{'dense/pyg':>10} {'bare GCNConv ms':>16} {'pyg/bare':>9}"
+    )
     for nodes in (int(n) for n in args.sizes.split(",")):
-        spec = GCNSpec(dataset="synthetic", nodes=nodes, degree=10.0, classes=4, features=32, runs=1,
-                       epochs=args.epochs, device=args.device, out="/tmp/rnnkit-bench-gcn")
+        spec = GCNSpec(
+            dataset="synthetic",
+            nodes=nodes,
+            degree=10.0,
+            classes=4,
+            features=32,
+            runs=1,
+            epochs=args.epochs,
+            device=args.device,
+            out="/tmp/rnnkit-bench-gcn",
+        )
         pyg = _run_isolated(asdict(spec), "pyg", args.threads)
         bare = bare_gcnconv_ms(nodes, args.epochs, args.device)
         if dense_adjacency_bytes(nodes) <= budget:
@@ -73,8 +86,10 @@ def main() -> None:
             d_ms = d_mb = "over budget"
             ratio = "-"
             d_mb = f"({dense_adjacency_bytes(nodes) / 1e9:.0f} GB)"
-        print(f"{nodes:>8,} {d_ms:>15} {d_mb:>9} {pyg['epoch_ms_median']:>13.2f} {pyg['peak_memory_mb']:>8.0f} "
-              f"{ratio:>10} {bare:>16.2f} {pyg['epoch_ms_median'] / bare:>9.2f}")
+        print(
+            f"{nodes:>8,} {d_ms:>15} {d_mb:>9} {pyg['epoch_ms_median']:>13.2f} {pyg['peak_memory_mb']:>8.0f} "
+            f"{ratio:>10} {bare:>16.2f} {pyg['epoch_ms_median'] / bare:>9.2f}"
+        )
 
 
 if __name__ == "__main__":

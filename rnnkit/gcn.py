@@ -109,8 +109,15 @@ def check_memory(spec: GCNSpec, num_nodes: int, budget_gb: float | None = None) 
 def _graph(spec: GCNSpec) -> Any:
     from rnnkit.data.graphs import load_graph
 
-    return load_graph(spec.dataset, data_dir=spec.data_dir or None, nodes=spec.nodes, degree=spec.degree,
-                      classes=spec.classes, features=spec.features, seed=spec.graph_seed)
+    return load_graph(
+        spec.dataset,
+        data_dir=spec.data_dir or None,
+        nodes=spec.nodes,
+        degree=spec.degree,
+        classes=spec.classes,
+        features=spec.features,
+        seed=spec.graph_seed,
+    )
 
 
 def train_once(model_def: Any, config: Any, graph: Any, spec: GCNSpec, seed: int, device: Any) -> dict[str, Any]:
@@ -123,8 +130,9 @@ def train_once(model_def: Any, config: Any, graph: Any, spec: GCNSpec, seed: int
 
     torch.manual_seed(seed)
     model = model_def.build(config, num_features=graph.num_features, num_classes=graph.num_classes).to(device)
-    optimizer = make_optimizer(model.parameters(),
-                               TrainConfig(optimizer="adam", lr=spec.lr, weight_decay=spec.weight_decay))
+    optimizer = make_optimizer(
+        model.parameters(), TrainConfig(optimizer="adam", lr=spec.lr, weight_decay=spec.weight_decay)
+    )
     x, edge_index, y = graph.x, graph.edge_index, graph.y
     best_val, test_at_best, best_epoch = -1.0, 0.0, 0
     times = []
@@ -146,8 +154,14 @@ def train_once(model_def: Any, config: Any, graph: Any, spec: GCNSpec, seed: int
         if val > best_val:
             test = (pred[graph.test_mask] == y[graph.test_mask]).float().mean().item()
             best_val, test_at_best, best_epoch = val, test, epoch
-    return {"seed": seed, "test_accuracy": test_at_best, "val_accuracy": best_val, "best_epoch": best_epoch,
-            "epoch_seconds": times, "parameters": sum(p.numel() for p in model.parameters())}
+    return {
+        "seed": seed,
+        "test_accuracy": test_at_best,
+        "val_accuracy": best_val,
+        "best_epoch": best_epoch,
+        "epoch_seconds": times,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
 
 
 def run_impl(spec_dict: dict[str, Any], impl: str, threads: int | None = None) -> dict[str, Any]:
@@ -214,8 +228,9 @@ def check_comparison(spec: GCNSpec) -> Any:
     return graph
 
 
-def compare(spec: GCNSpec, *, isolate: bool = True, threads: int | None = None, on_result: Any = None,
-            graph: Any = None) -> dict[str, Any]:
+def compare(
+    spec: GCNSpec, *, isolate: bool = True, threads: int | None = None, on_result: Any = None, graph: Any = None
+) -> dict[str, Any]:
     """Train every implementation of ``spec`` and write ``results.json``; returns its content.
 
     Everything is checked (see ``check_comparison``) before the first run.
@@ -234,8 +249,13 @@ def compare(spec: GCNSpec, *, isolate: bool = True, threads: int | None = None, 
         if on_result:
             on_result(result)
     summary = {
-        "dataset": spec.dataset, "nodes": graph.num_nodes, "edges": int(graph.edge_index.shape[1]),
-        "features": graph.num_features, "classes": graph.num_classes, "spec": asdict(spec), "results": results,
+        "dataset": spec.dataset,
+        "nodes": graph.num_nodes,
+        "edges": int(graph.edge_index.shape[1]),
+        "features": graph.num_features,
+        "classes": graph.num_classes,
+        "spec": asdict(spec),
+        "results": results,
     }
     write_json(out / RESULTS_FILE, summary)
     return summary

@@ -5,6 +5,7 @@ same (one step of the model), however long the text grows.
 
 from __future__ import annotations
 
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from rnnkit.data.text import Vocabulary
 from rnnkit.errors import CheckpointError, UsageError
 
 PRETRAINED = "christie"
+#: Temperatures below this sample greedily: the limit of softmax(logits / T) as T -> 0, without overflow.
+GREEDY_BELOW = 1e-3
 
 
 def pretrained_path(name: str = PRETRAINED) -> Path:
@@ -32,6 +35,7 @@ def load_language_model(
     """
     from rnnkit.checkpoint import load_checkpoint
     from rnnkit.registry import get_model
+    from rnnkit.runner import load_weights
     from rnnkit.spec import _Validator
 
     path = Path(checkpoint) if checkpoint is not None else pretrained_path()
@@ -44,39 +48,56 @@ def load_language_model(
         what = f"a {meta.get('task', '?')} checkpoint (model {meta.get('model', '?')}, task {task})"
         raise CheckpointError(f"{path} is {what}, not a character language model")
     vocab_chars = meta.get("vocabulary")
-    if not isinstance(vocab_chars, list) or not vocab_chars or not all(isinstance(c, str) for c in vocab_chars):
-        raise CheckpointError(f"{path}: its metadata has no valid vocabulary")
+    if (
+        not isinstance(vocab_chars, list)
+        or not vocab_chars
+        or not all(isinstance(c, str) and len(c) == 1 for c in vocab_chars)
+        or len(set(vocab_chars)) != len(vocab_chars)
+    ):
+        raise CheckpointError(f"{path}: its metadata has no valid vocabulary (a list of distinct characters)")
     model_def = get_model(str(meta.get("model")), "char-lm")
+    if not isinstance(meta.get("model_config") or {}, dict):
+        raise CheckpointError(f"{path}: its metadata has no valid model_config")
     values = dict(meta.get("model_config") or {})
     if backend is not None:
         values["backend"] = backend
     try:
         config = _Validator(None, None).build(model_def.config, values, "model.")
     except UsageError as exc:
+        if backend is not None and "backend" in str(exc):
+            raise UsageError(f"--backend must be torch or scratch, got '{backend}'") from exc
         raise CheckpointError(f"{path}: {exc}") from exc
     vocab = Vocabulary(vocab_chars)
     model = model_def.build(config, vocab_size=len(vocab))
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"{path}: weights do not fit the model ({first})") from exc
+    load_weights(model, state, str(path))
     return model.to(device).eval(), vocab, meta
 
 
 def check_sampling(vocab: Vocabulary, *, length: int, temperature: float, top_k: int, num: int = 1) -> None:
     if length < 1:
         raise UsageError(f"--length must be at least 1, got {length}")
-    if temperature < 0:
-        raise UsageError(f"--temperature must be 0 (greedy) or more, got {temperature}")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise UsageError(f"--temperature must be 0 (greedy) or a finite positive number, got {temperature}")
     if top_k < 0 or top_k > len(vocab):
         raise UsageError(f"--top-k must be between 0 (off) and the vocabulary size {len(vocab)}, got {top_k}")
     if num < 1:
         raise UsageError(f"--num must be at least 1, got {num}")
 
 
+def typographic_quotes(vocab: Vocabulary, text: str) -> str:
+    """``text`` with ASCII quotes turned into the curly ones when only those are in the vocabulary
+    (Gutenberg books use ’ and “ ”, keyboards type ' and ")."""
+    if "'" not in vocab.index and "’" in vocab.index:
+        text = text.replace("'", "’")
+    if '"' not in vocab.index and "“" in vocab.index and "”" in vocab.index:
+        parts = text.split('"')
+        text = "".join(part + ("“" if i % 2 == 0 else "”") for i, part in enumerate(parts[:-1])) + parts[-1]
+    return text
+
+
 def prompt_ids(vocab: Vocabulary, prompt: str, *, drop_unknown: bool = False) -> tuple[list[int], list[str]]:
     """The prompt as ids; unknown characters raise, or are dropped and returned when ``drop_unknown``."""
+    prompt = typographic_quotes(vocab, prompt)
     unknown = vocab.unknown(prompt)
     if unknown and not drop_unknown:
         shown = ", ".join(repr(c) for c in unknown)
@@ -88,17 +109,15 @@ def prompt_ids(vocab: Vocabulary, prompt: str, *, drop_unknown: bool = False) ->
 
 def next_ids(logits: torch.Tensor, temperature: float, top_k: int, generator: torch.Generator) -> torch.Tensor:
     """(batch, vocab) logits -> (batch,) ids: argmax at temperature 0, else softmax(logits / T) sampling."""
-    if temperature == 0:
+    if temperature < GREEDY_BELOW:
         return logits.argmax(-1)
-    logits = logits / temperature
     if top_k:
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (batch, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits.float(), dim=-1)
+    probs = torch.softmax(logits.float() * (1.0 / temperature), dim=-1)  # softmax shifts by the max itself
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
-@torch.no_grad()
 def generate(
     model: torch.nn.Module,
     vocab: Vocabulary,
@@ -126,15 +145,31 @@ def generate(
         ids = vocab.encode("\n") if "\n" in vocab.index else [0]
     was_training = model.training
     model.eval()
-    tokens = torch.tensor(ids, device=device).expand(num, -1)  # (num, prompt)
-    logits, state = model(tokens)  # (num, prompt, vocab)
-    last = logits[:, -1]  # (num, vocab)
-    out = torch.empty(num, length, dtype=torch.long, device=device)
-    for t in range(length):
-        nxt = next_ids(last, temperature, top_k, generator)  # (num,)
-        out[:, t] = nxt
-        if t + 1 < length:
-            logits, state = model(nxt[:, None], state)  # (num, 1, vocab)
-            last = logits[:, -1]
+    with torch.inference_mode():
+        tokens = torch.tensor(ids, device=device).expand(num, -1)  # (num, prompt)
+        logits, (h, c) = model(tokens)  # (num, prompt, vocab); state (layers, num, hidden)
+        last = logits[:, -1]  # (num, vocab)
+        if hasattr(model, "stepper"):
+            fast = model.stepper()
+            hs, cs = list(h.unbind(0)), list(c.unbind(0))
+
+            def step(nxt: torch.Tensor) -> torch.Tensor:
+                return fast(nxt, hs, cs)
+
+        else:
+            state = (h, c)
+
+            def step(nxt: torch.Tensor) -> torch.Tensor:
+                nonlocal state
+                out, state = model(nxt[:, None], state)  # (num, 1, vocab)
+                return out[:, -1]
+
+        chosen = []
+        for t in range(length):
+            nxt = next_ids(last, temperature, top_k, generator)  # (num,)
+            chosen.append(nxt)
+            if t + 1 < length:
+                last = step(nxt)  # (num, vocab)
+        out = torch.stack(chosen, dim=1)  # (num, length)
     model.train(was_training)
     return [vocab.decode(row) for row in out.tolist()]

@@ -49,8 +49,13 @@ def gcn_figure(summary: dict[str, Any]) -> Any:
     fig = _figure(10.0, 3.6)
     ax_acc, ax_time, ax_mem = fig.subplots(1, 3)
     colours = [f"C{i}" for i in range(len(names))]
-    ax_acc.bar(names, [100 * r["test_accuracy_mean"] for r in results],
-               yerr=[100 * r["test_accuracy_std"] for r in results], color=colours, capsize=4)
+    ax_acc.bar(
+        names,
+        [100 * r["test_accuracy_mean"] for r in results],
+        yerr=[100 * r["test_accuracy_std"] for r in results],
+        color=colours,
+        capsize=4,
+    )
     ax_acc.set_ylabel("test accuracy (%)")
     ax_time.bar(names, [r["epoch_ms_median"] for r in results], color=colours)
     ax_time.set_ylabel("ms per epoch (median)")

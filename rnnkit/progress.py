@@ -25,9 +25,17 @@ def progress_enabled(requested: bool = True) -> bool:
 class TrainingProgress:
     """A training callback: one bar with loss, accuracy and steps/s, updated every step."""
 
-    def __init__(self, total_steps: int, description: str, enabled: bool = True, start: int = 0) -> None:
+    def __init__(
+        self,
+        total_steps: int,
+        description: str,
+        enabled: bool = True,
+        start: int = 0,
+        units: tuple[str, int] | None = None,
+    ) -> None:
         self.enabled = progress_enabled(enabled)
         self.start = start
+        self.unit, self.per_step = units or ("steps", 1)
         self.progress: Progress | None = None
         self.total = total_steps
         self.description = description
@@ -39,7 +47,11 @@ class TrainingProgress:
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:.3f}  {task.fields[rate]:.0f} steps/s"),
+                TextColumn(
+                    "loss {task.fields[loss]:.4f}  acc {task.fields[acc]:.3f}  {task.fields[rate]:,.0f} "
+                    + self.unit
+                    + "/s"
+                ),
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
                 console=stderr_console,
@@ -57,14 +69,9 @@ class TrainingProgress:
 
     def on_step(self, step: int, loss: float, accuracy: float, steps_per_s: float) -> None:
         if self.progress is not None:
-            self.progress.update(self.task_id, completed=step, loss=loss, acc=accuracy, rate=steps_per_s)
-
-    def print(self, message: str) -> None:
-        """A line above the bar (stderr), e.g. a training sample."""
-        if self.progress is not None:
-            self.progress.console.print(message, markup=False, highlight=False)
-        else:
-            stderr_console.print(message, markup=False, highlight=False, soft_wrap=True)
+            self.progress.update(
+                self.task_id, completed=step, loss=loss, acc=accuracy, rate=steps_per_s * self.per_step
+            )
 
 
 class CountProgress:

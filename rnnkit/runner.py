@@ -26,7 +26,7 @@ from rnnkit.checkpoint import (
     read_meta,
     save_checkpoint,
 )
-from rnnkit.errors import RunError
+from rnnkit.errors import CheckpointError, RunError, UsageError
 from rnnkit.spec import RunSpec
 
 CONFIG_FILE = "config.yaml"
@@ -70,6 +70,8 @@ class MetricsWriter:
 def resolve_device(requested: str) -> Any:
     import torch
 
+    if requested not in ("auto", "cpu", "cuda"):
+        raise UsageError(f"device must be one of auto, cpu, cuda, got '{requested}'")
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested == "cuda" and not torch.cuda.is_available():
@@ -177,8 +179,6 @@ def train_run(
     task = task_type.factory(spec.task, device, spec.seed)  # loads data: fails before anything is written
     model = model_def.build(spec.model, **task.dims).to(device)
     run_dir = prepare_run_dir(run_dir)
-    for cb in callbacks:
-        getattr(cb, "on_start", lambda *a: None)(spec, run_dir, resume)
     base_meta = {
         "rnnkit_version": __version__,
         "model": spec.model_name,
@@ -188,6 +188,7 @@ def train_run(
         "task_dims": task.dims,
         "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "device": str(device),
+        "spec": spec.to_dict(),
         **(task.meta() if hasattr(task, "meta") else {}),
     }
     checkpointer = Checkpointer(run_dir, model, base_meta)
@@ -197,24 +198,48 @@ def train_run(
         if not state_path.is_file():
             raise RunError(f"cannot resume {run_dir}: it has no {STATE_FILE} (was it trained by this version?)")
         weights, saved = load_checkpoint(run_dir, device=str(device))
-        try:
-            model.load_state_dict(weights)
-            trainer.load_state_dict(torch.load(state_path, map_location=device, weights_only=True))
-        except (RuntimeError, KeyError, ValueError) as exc:
-            raise RunError(f"cannot resume {run_dir}: its checkpoint does not match the spec ({exc})") from exc
+        if "vocabulary" in base_meta and saved.get("vocabulary") != base_meta["vocabulary"]:
+            raise RunError(
+                f"cannot resume {run_dir}: the corpus now gives another vocabulary than the one it "
+                "was trained on (was task.text or the corpus changed?)"
+            )
+        load_weights(model, weights, f"cannot resume {run_dir}")
+        try:  # RNG states are CPU tensors: load on the CPU; the optimiser moves its state to the parameters
+            trainer.load_state_dict(torch.load(state_path, map_location="cpu", weights_only=True))
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            raise RunError(f"cannot resume {run_dir}: its trainer state does not match the spec ({exc})") from exc
         if trainer.step != saved.get("steps"):
             raise RunError(
                 f"cannot resume {run_dir}: weights (step {saved.get('steps')}) and trainer state "
                 f"(step {trainer.step}) disagree"
+            )
+        if saved.get("status") in FINISHED_STATUSES and trainer.step >= spec.train.max_steps:
+            raise RunError(
+                f"{run_dir} already finished at step {trainer.step} ({saved['status']}); "
+                f"resume with a larger train.max_steps to train on"
+            )
+        if trainer.step > spec.train.max_steps:
+            raise RunError(
+                f"cannot resume {run_dir} at step {trainer.step} with train.max_steps="
+                f"{spec.train.max_steps}: it is past that already"
             )
         _truncate_metrics(run_dir / METRICS_FILE, trainer.step)
     else:
         for stale in (METRICS_FILE, META_FILE, STATE_FILE):
             (run_dir / stale).unlink(missing_ok=True)
     atomic_write_text(run_dir / CONFIG_FILE, spec.to_yaml())
+    for cb in callbacks:
+        getattr(cb, "on_start", lambda *a: None)(spec, run_dir, resume)
     metrics = MetricsWriter(run_dir / METRICS_FILE)
     try:
-        with TrainingProgress(spec.train.max_steps, spec.name, enabled=progress, start=trainer.step) as bar:
+        per_step = getattr(task, "units_per_step", None)
+        with TrainingProgress(
+            spec.train.max_steps,
+            spec.name,
+            enabled=progress,
+            start=trainer.step,
+            units=per_step(spec.train.batch_size) if per_step else None,
+        ) as bar:
             trainer.callbacks = [metrics, bar, checkpointer, *callbacks]
             result = trainer.run()
     finally:
@@ -224,6 +249,26 @@ def train_run(
     if result.status == "interrupted":
         raise RunInterrupted(run_dir, result.steps, meta)
     return meta
+
+
+def load_weights(model: Any, state: dict[str, Any], what: str) -> None:
+    """Load ``state`` into ``model``, or one line that says which weights do not fit."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    problems = (
+        ([f"missing {', '.join(missing[:3])}"] if missing else [])
+        + ([f"unexpected {', '.join(unexpected[:3])}"] if unexpected else [])
+        + ([f"shape {wrong[0]} expected"] if wrong else [])
+    )
+    if problems:
+        raise CheckpointError(f"{what}: its weights do not fit the model ({'; '.join(problems)})")
+    model.load_state_dict(state)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

@@ -138,6 +138,7 @@ class Trainer:
         self._plateau_best, self._plateau_step = -1.0, 0
         self._start = time.perf_counter()
         self._running = False
+        self._sums: dict[str, float] = {"loss": 0.0, "accuracy": 0.0, "grad_norm": 0.0, "n": 0}
 
     def seconds_so_far(self) -> float:
         """Training seconds of this run so far, earlier processes included (resume)."""
@@ -158,6 +159,8 @@ class Trainer:
             "best_eval_loss": self.best_eval_loss,
             "window": list(self._window),
             "plateau": [self._plateau_best, self._plateau_step],
+            "log_sums": dict(self._sums),
+            **({"cuda_rng": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -171,6 +174,9 @@ class Trainer:
         self.best_eval_loss = float(state["best_eval_loss"])
         self._window.extend(state["window"])
         self._plateau_best, self._plateau_step = float(state["plateau"][0]), int(state["plateau"][1])
+        self._sums.update(state.get("log_sums", {}))
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -207,7 +213,7 @@ class Trainer:
         cfg = self.cfg
         es, plateau = cfg.early_stop, cfg.plateau
         window = self._window
-        sums = {"loss": 0.0, "accuracy": 0.0, "grad_norm": 0.0, "n": 0}
+        sums = self._sums  # the log window's running sums: kept in the state, so a resumed run logs alike
         status = "max_steps"
         self._start = start = time.perf_counter()
         self._running = True
@@ -270,13 +276,16 @@ class Trainer:
                         break
         except KeyboardInterrupt:
             status = "interrupted"
-        flush_log(self.optimizer.param_groups[0]["lr"])
-        if status == "interrupted":
-            self.elapsed += time.perf_counter() - start
-            self._running = False
-            return TrainResult(status, self.step, self.best_accuracy, None, None, self.elapsed)
-        final = self.evaluate()
+        if status != "interrupted":
+            flush_log(self.optimizer.param_groups[0]["lr"])
+            try:
+                with _StopOnSignal():
+                    final = self.evaluate()
+            except KeyboardInterrupt:  # a second Ctrl-C during the final evaluation
+                status = "interrupted"
         self.elapsed += time.perf_counter() - start
         self._running = False
+        if status == "interrupted":
+            return TrainResult(status, self.step, self.best_accuracy, None, None, self.elapsed)
         best = max(self.best_accuracy, final["accuracy"])
         return TrainResult(status, self.step, best, final["accuracy"], final["loss"], self.elapsed, final)

@@ -24,20 +24,32 @@ def test_karate_side_by_side_and_plot(tmp_path):
 
 
 def test_spec_file_with_overrides(tmp_path):
-    result = run("gcn", "examples/gcn-cora.yaml", "--dataset", "synthetic", "--nodes", "200", *QUICK,
-                 "--out", str(tmp_path / "g"))
+    result = run(
+        "gcn",
+        "examples/gcn-cora.yaml",
+        "--dataset",
+        "synthetic",
+        "--nodes",
+        "200",
+        *QUICK,
+        "--out",
+        str(tmp_path / "g"),
+    )
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "g" / "results.json").read_text())["nodes"] == 200
 
 
-@pytest.mark.parametrize("args,code,words", [
-    (["--dataset", "imagenet"], 2, ["dataset", "karate, cora"]),
-    (["--layers", "0"], 2, ["layers", "greater than 0"]),
-    (["--hidden", "0"], 2, ["hidden", "greater than 0"]),
-    (["--impl", "dense,nope"], 2, ["unknown model 'nope'"]),
-    (["--impl", "lstm"], 2, ["does not support task 'node-classification'"]),
-    (["--dataset", "synthetic", "--nodes", "100000", "--max-dense-gb", "1"], 2, ["GB", "--impl pyg"]),
-])
+@pytest.mark.parametrize(
+    "args,code,words",
+    [
+        (["--dataset", "imagenet"], 2, ["dataset", "karate, cora"]),
+        (["--layers", "0"], 2, ["layers", "greater than 0"]),
+        (["--hidden", "0"], 2, ["hidden", "greater than 0"]),
+        (["--impl", "dense,nope"], 2, ["unknown model 'nope'"]),
+        (["--impl", "lstm"], 2, ["does not support task 'node-classification'"]),
+        (["--dataset", "synthetic", "--nodes", "100000", "--max-dense-gb", "1"], 2, ["GB", "--impl pyg"]),
+    ],
+)
 def test_bad_input(tmp_path, args, code, words):
     base = ["--dataset", "karate"] if "--dataset" not in args else []
     assert_one_line_error(run("gcn", *base, *args, *QUICK, "--out", str(tmp_path)), code, *words)

@@ -136,7 +136,10 @@ def test_checkpoint_of_another_task(tmp_path):
 @pytest.mark.parametrize(
     "args,words",
     [
-        (["--temperature", "-1"], ["--temperature", "0 (greedy) or more"]),
+        (["--temperature", "-1"], ["--temperature", "0 (greedy) or a finite positive number"]),
+        (["--temperature", "nan"], ["--temperature"]),
+        (["--temperatures", "0,inf"], ["--temperature"]),
+        (["--backend", "cudnn"], ["--backend must be torch or scratch"]),
         (["--length", "0"], ["--length", "at least 1"]),
         (["--top-k", "500"], ["--top-k", "vocabulary size"]),
         (["--num", "0"], ["--num"]),
@@ -172,6 +175,29 @@ def test_shipped_model_writes_real_words():
     known = set(re.findall(r"[a-z]+", book.read_text(encoding="utf-8").lower()))
     for temperature in ("0", "0.25"):
         text = run("complete", "Poirot said", "-t", temperature, "-n", "200", "--seed", "0").stdout
-        words = re.findall(r"[a-z]+", text.lower()[len("poirot said"):])
+        words = re.findall(r"[a-z]+", text.lower()[len("poirot said") :])
         real = sum(w in known for w in words) / len(words)
         assert real > 0.8, (temperature, real, text)
+
+
+def test_text_option_and_resume_checks(tmp_path):
+    from tests.conftest import small_text
+
+    corpus = small_text(tmp_path)
+    result = run("train", "examples/christie.yaml", "--text", str(corpus), *LM_ARGS, "--out-dir", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "christie"
+    assert_one_line_error(run("train", "--resume", str(run_dir), "--no-progress"), 1, "already finished at step 30")
+    assert_one_line_error(run("train", "--resume", str(run_dir), "train.max_steps=10"), 1, "already finished")
+    other = tmp_path / "other.txt"
+    other.write_text(corpus.read_text().replace("P", "Q"))
+    result = run("train", "--resume", str(run_dir), f"task.text={other}", "train.max_steps=40", "--no-progress")
+    assert_one_line_error(result, 1, "another vocabulary")
+    result = run("train", "--resume", str(run_dir), "model.hidden_size=32", "train.max_steps=40", "--no-progress")
+    assert_one_line_error(result, 1, "weights do not fit", "shape")
+
+
+def test_ascii_quotes_become_the_books_quotes():
+    result = run("complete", 'Poirot said "Mon ami', "-t", "0", "-n", "10")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("Poirot said “Mon ami")

@@ -45,7 +45,8 @@ def test_dense_and_pyg_agree_on_copied_weights(layers):
     for name, p in dense.named_parameters():
         torch.testing.assert_close(p.grad, grads[name].grad, msg=name)
     assert count_parameters(GCNConfig(hidden_size=5, layers=layers), num_features=8, num_classes=3) == sum(
-        p.numel() for p in dense.parameters())
+        p.numel() for p in dense.parameters()
+    )
 
 
 @pytest.mark.parametrize("impl", ["dense", "pyg"])
@@ -110,8 +111,9 @@ def test_dense_memory_budget_is_checked_before_building():
 
 
 def test_compare_trains_both_and_they_agree(tmp_path):
-    spec = GCNSpec(dataset="synthetic", nodes=300, classes=3, runs=2, epochs=30, out=str(tmp_path / "gcn"),
-                   device="cpu")
+    spec = GCNSpec(
+        dataset="synthetic", nodes=300, classes=3, runs=2, epochs=30, out=str(tmp_path / "gcn"), device="cpu"
+    )
     summary = compare(spec, isolate=False)
     dense, pyg = summary["results"]
     assert dense["impl"] == "dense" and pyg["impl"] == "pyg"

@@ -12,26 +12,39 @@ from rnnkit.cli.common import err_console, handle_errors, out_console, report_pl
 
 @handle_errors
 def gcn(
-    spec: Path = typer.Argument(None, help="Optional YAML spec (e.g. examples/gcn-cora.yaml); options override it.",
-                                show_default=False),
-    dataset: str = typer.Option(None, help="karate, cora, citeseer, pubmed or synthetic [default: cora].",
-                                show_default=False),
-    impl: str = typer.Option(None, help="Comma-separated implementations: dense, pyg or any registered graph "
-                             "model [default: dense,pyg].", show_default=False),
+    spec: Path = typer.Argument(
+        None, help="Optional YAML spec (e.g. examples/gcn-cora.yaml); options override it.", show_default=False
+    ),
+    dataset: str = typer.Option(
+        None, help="karate, cora, citeseer, pubmed or synthetic [default: cora].", show_default=False
+    ),
+    impl: str = typer.Option(
+        None,
+        help="Comma-separated implementations: dense, pyg or any registered graph model [default: dense,pyg].",
+        show_default=False,
+    ),
     layers: int = typer.Option(None, help="GCN layers [default: 2].", show_default=False),
     hidden: int = typer.Option(None, help="Hidden units [default: 16].", show_default=False),
     epochs: int = typer.Option(None, help="Epochs per run [default: 200].", show_default=False),
     runs: int = typer.Option(None, help="Runs (seeds) per implementation [default: 10].", show_default=False),
     device: str = typer.Option(None, help="auto, cpu or cuda [default: auto].", show_default=False),
-    data_dir: Path = typer.Option(None, "--data-dir", help="Where Planetoid raw files are looked for "
-                                  "(DIR/planetoid/Cora/raw/...; else $RNNKIT_DATA_DIR, else downloaded).",
-                                  show_default=False),
+    data_dir: Path = typer.Option(
+        None,
+        "--data-dir",
+        help="Where Planetoid raw files are looked for "
+        "(DIR/planetoid/Cora/raw/...; else $RNNKIT_DATA_DIR, else downloaded).",
+        show_default=False,
+    ),
     out: Path = typer.Option(None, help="Output directory [default: runs/gcn-<dataset>].", show_default=False),
     nodes: int = typer.Option(None, help="Synthetic graph: nodes [default: 1000].", show_default=False),
     degree: float = typer.Option(None, help="Synthetic graph: average degree [default: 10].", show_default=False),
     classes: int = typer.Option(None, help="Synthetic graph: classes [default: 4].", show_default=False),
-    max_dense_gb: float = typer.Option(None, "--max-dense-gb", help="Memory budget for a dense adjacency "
-                                       "[default: half of the available memory].", show_default=False),
+    max_dense_gb: float = typer.Option(
+        None,
+        "--max-dense-gb",
+        help="Memory budget for a dense adjacency [default: half of the available memory].",
+        show_default=False,
+    ),
     threads: int = typer.Option(None, "--threads", min=1, help="CPU threads for torch.", show_default=False),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
 ) -> None:
@@ -39,22 +52,37 @@ def gcn(
     from rnnkit.gcn import check_comparison, compare, load_gcn_spec
     from rnnkit.progress import CountProgress
 
-    options = {"dataset": dataset, "impl": impl, "layers": layers, "hidden": hidden, "epochs": epochs,
-               "runs": runs, "device": device, "data_dir": str(data_dir) if data_dir else None,
-               "out": str(out) if out else None, "nodes": nodes, "degree": degree, "classes": classes,
-               "max_dense_gb": max_dense_gb}
+    options = {
+        "dataset": dataset,
+        "impl": impl,
+        "layers": layers,
+        "hidden": hidden,
+        "epochs": epochs,
+        "runs": runs,
+        "device": device,
+        "data_dir": str(data_dir) if data_dir else None,
+        "out": str(out) if out else None,
+        "nodes": nodes,
+        "degree": degree,
+        "classes": classes,
+        "max_dense_gb": max_dense_gb,
+    }
     resolved = load_gcn_spec(spec, {k: v for k, v in options.items() if v is not None})
     graph = check_comparison(resolved)
     report_plugin_failures()
     impls = resolved.impls()
-    err_console.print(f"gcn: {resolved.dataset}, {', '.join(impls)}, {resolved.runs} runs x {resolved.epochs} "
-                      f"epochs -> {resolved.out_dir()}")
+    err_console.print(
+        f"gcn: {resolved.dataset}, {', '.join(impls)}, {resolved.runs} runs x {resolved.epochs} "
+        f"epochs -> {resolved.out_dir()}"
+    )
     with CountProgress(len(impls), "implementations", enabled=progress) as bar:
 
         def on_result(result: dict[str, Any]) -> None:
             bar.advance()
-            bar.log(f"{result['impl']:>10}: test accuracy {result['test_accuracy_mean']:.4f}, "
-                    f"{result['epoch_ms_median']:.1f} ms/epoch")
+            bar.log(
+                f"{result['impl']:>10}: test accuracy {result['test_accuracy_mean']:.4f}, "
+                f"{result['epoch_ms_median']:.1f} ms/epoch"
+            )
 
         summary = compare(resolved, threads=threads, on_result=on_result, graph=graph)
     out_console.print(results_table(summary))
@@ -64,12 +92,19 @@ def gcn(
 def results_table(summary: dict[str, Any]) -> Any:
     from rich.table import Table
 
-    table = Table(title=f"{summary['dataset']}: {summary['nodes']:,} nodes, {summary['edges']:,} edges, "
-                        f"{summary['classes']} classes ({summary['spec']['runs']} runs each)")
+    table = Table(
+        title=f"{summary['dataset']}: {summary['nodes']:,} nodes, {summary['edges']:,} edges, "
+        f"{summary['classes']} classes ({summary['spec']['runs']} runs each)"
+    )
     for column in ("impl", "test accuracy", "ms / epoch", "total s", "peak memory MB", "parameters"):
         table.add_column(column, justify="left" if column == "impl" else "right")
     for r in summary["results"]:
-        table.add_row(r["impl"], f"{100 * r['test_accuracy_mean']:.1f} ± {100 * r['test_accuracy_std']:.1f}%",
-                      f"{r['epoch_ms_median']:.2f}", f"{r['total_seconds']:.1f}", f"{r['peak_memory_mb']:.0f}",
-                      f"{r['parameters']:,}")
+        table.add_row(
+            r["impl"],
+            f"{100 * r['test_accuracy_mean']:.1f} ± {100 * r['test_accuracy_std']:.1f}%",
+            f"{r['epoch_ms_median']:.2f}",
+            f"{r['total_seconds']:.1f}",
+            f"{r['peak_memory_mb']:.0f}",
+            f"{r['parameters']:,}",
+        )
     return table

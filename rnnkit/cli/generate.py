@@ -18,6 +18,15 @@ def _load(checkpoint: Path | None, backend: str | None, device: str):  # noqa: A
     return load_language_model(checkpoint, backend=backend, device=str(resolve_device(device)))
 
 
+def _prompt(vocab: object, text: str, drop_unknown: bool) -> list[int]:
+    from rnnkit.generate import prompt_ids
+
+    ids, dropped = prompt_ids(vocab, text, drop_unknown=drop_unknown)  # type: ignore[arg-type]
+    if dropped:
+        warn(f"dropped characters the model does not know: {', '.join(repr(c) for c in dropped)}")
+    return ids
+
+
 @handle_errors
 def sample(
     checkpoint: Path = typer.Argument(
@@ -40,7 +49,7 @@ def sample(
 ) -> None:
     """Generate text from a character language model; the text goes to stdout."""
     from rnnkit.errors import UsageError
-    from rnnkit.generate import check_sampling, generate, prompt_ids
+    from rnnkit.generate import check_sampling, generate
 
     temps = [temperature]
     if temperatures is not None:
@@ -53,9 +62,8 @@ def sample(
     model, vocab, _ = _load(checkpoint, backend, device)
     for t in temps:
         check_sampling(vocab, length=length, temperature=t, top_k=top_k, num=num)
-    ids, dropped = prompt_ids(vocab, start, drop_unknown=drop_unknown)
-    if dropped:
-        warn(f"dropped characters the model does not know: {', '.join(repr(c) for c in dropped)}")
+    ids = _prompt(vocab, start, drop_unknown)
+    start = vocab.decode(ids)
     for t in temps:
         texts = generate(model, vocab, prompt=ids, length=length, temperature=t, top_k=top_k, num=num, seed=seed)
         for text in texts:
@@ -88,20 +96,18 @@ def complete(
     """Continue a prompt: fed once, then (h, c) carried on, one step per new character. Text to stdout."""
     from rnnkit.data.text import clean_text, read_text_file
     from rnnkit.errors import UsageError
-    from rnnkit.generate import check_sampling, generate, prompt_ids
+    from rnnkit.generate import check_sampling, generate
 
     if prompt_file is not None:
         if prompt is not None:
             raise UsageError("give a prompt or --prompt-file, not both")
-        prompt = read_text_file(prompt_file).rstrip("\n")
+        prompt = read_text_file(prompt_file, what="prompt file").rstrip("\n")
     if not prompt:
         raise UsageError('give a prompt to complete, e.g. rnnkit complete "Poirot said"')
     prompt = clean_text(prompt)
     model, vocab, _ = _load(checkpoint, backend, device)
     check_sampling(vocab, length=length, temperature=temperature, top_k=top_k)
-    ids, dropped = prompt_ids(vocab, prompt, drop_unknown=drop_unknown)
-    if dropped:
-        warn(f"dropped characters the model does not know: {', '.join(repr(c) for c in dropped)}")
+    ids = _prompt(vocab, prompt, drop_unknown)
     if not ids:
         raise UsageError("nothing of the prompt is left after dropping unknown characters")
     (text,) = generate(model, vocab, prompt=ids, length=length, temperature=temperature, top_k=top_k, seed=seed)

@@ -46,6 +46,9 @@ def train(
         None, "--out-dir", help="Parent of the run directory (default: runs).", show_default=False
     ),
     name: str = typer.Option(None, help="Run name (default: the spec's, else the file name).", show_default=False),
+    text: Path = typer.Option(
+        None, "--text", help="Train a language model on this UTF-8 text file (sets task.text).", show_default=False
+    ),
     data_dir: Path = typer.Option(
         None,
         "--data-dir",
@@ -65,6 +68,8 @@ def train(
     from rnnkit.spec import load_spec
 
     if data_dir is not None:
+        if not data_dir.is_dir():
+            raise UsageError(f"--data-dir {data_dir} is not a directory")
         os.environ["RNNKIT_DATA_DIR"] = str(data_dir)
     extra: list = list(overrides or [])
     if resume is not None:
@@ -77,7 +82,7 @@ def train(
         spec = resume / CONFIG_FILE
     elif spec is None:
         raise UsageError("give a run spec (e.g. examples/palindrome-lstm.yaml) or --resume RUN_DIR")
-    for key, value in (("device", device), ("seed", seed), ("out_dir", out_dir), ("name", name)):
+    for key, value in (("device", device), ("seed", seed), ("out_dir", out_dir), ("name", name), ("task.text", text)):
         if value is not None:
             extra.append((key, str(value) if isinstance(value, Path) else value))
     resolved = load_spec(spec, extra)

@@ -97,8 +97,12 @@ def _planetoid(name: str, data_dir: str | Path | None) -> Graph:
     folder = PLANETOID[name]
     roots = [Path(d).expanduser() for d in (data_dir, os.environ.get("RNNKIT_DATA_DIR")) if d]
     local = next(
-        (raw for root in roots for raw in (root / "planetoid" / folder / "raw", root / folder / "raw")
-         if raw.is_dir() and any(raw.iterdir())),
+        (
+            raw
+            for root in roots
+            for raw in (root / "planetoid" / folder / "raw", root / folder / "raw")
+            if raw.is_dir() and any(raw.iterdir())
+        ),
         None,
     )
     key = hashlib.sha1(str(local.resolve()).encode()).hexdigest()[:12] if local else ""
@@ -119,8 +123,7 @@ def _planetoid(name: str, data_dir: str | Path | None) -> Graph:
         ) from exc
     data = dataset[0]
     x = data.x / data.x.sum(dim=1, keepdim=True).clamp(min=1)  # row-normalised bag of words, as Kipf & Welling
-    return Graph(name, x, data.edge_index, data.y, data.train_mask, data.val_mask, data.test_mask,
-                 dataset.num_classes)
+    return Graph(name, x, data.edge_index, data.y, data.train_mask, data.val_mask, data.test_mask, dataset.num_classes)
 
 
 def stochastic_block_model(nodes: int, degree: float, classes: int, features: int, seed: int) -> Graph:
@@ -128,8 +131,9 @@ def stochastic_block_model(nodes: int, degree: float, classes: int, features: in
     edges inside a block, and features drawn around a per-class mean. Split: 20 training nodes per
     class, then 500 validation and 1,000 test nodes (fewer on small graphs), like Planetoid."""
     if nodes < 2 * classes or classes < 2:
-        raise UsageError(f"a synthetic graph needs at least 2 classes and 2 nodes per class (got {nodes} nodes, "
-                         f"{classes} classes)")
+        raise UsageError(
+            f"a synthetic graph needs at least 2 classes and 2 nodes per class (got {nodes} nodes, {classes} classes)"
+        )
     if degree <= 0:
         raise UsageError(f"--degree must be positive, got {degree}")
     g = torch.Generator().manual_seed(seed)

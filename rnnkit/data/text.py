@@ -44,11 +44,13 @@ def clean_text(text: str) -> str:
     return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
 
 
-def read_text_file(path: str | Path) -> str:
+def read_text_file(path: str | Path, what: str = "corpus file") -> str:
     """Read a UTF-8 text file, with one clear error for a missing, binary or undecodable file."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise RunError(f"{what} {path} is a directory")
     if not path.is_file():
-        raise RunError(f"corpus file not found: {path}")
+        raise RunError(f"{what} not found: {path}")
     data = path.read_bytes()
     if b"\x00" in data[:65536]:
         raise RunError(f"{path} looks like a binary file, not UTF-8 text")
@@ -134,11 +136,11 @@ def load_corpus(config: TextConfig) -> str:
         raise UsageError(f"unknown corpus '{config.corpus}'. Available: {', '.join(CORPORA)} (or give task.text=PATH)")
     if not text.strip():
         raise RunError(f"corpus {source} is empty")
-    needed = max(MIN_CORPUS_CHARS, int((config.seq_len + 1) / config.val_fraction) + 1)
+    needed = max(MIN_CORPUS_CHARS, int((config.seq_len + 1) / min(config.val_fraction, 1 - config.val_fraction)) + 1)
     if len(text) < needed:
         raise RunError(
             f"corpus {source} has {len(text)} characters; at least {needed} are needed for "
-            f"windows of {config.seq_len} and a {config.val_fraction:.0%} validation split"
+            f"windows of {config.seq_len} in both the training part and the {config.val_fraction:.0%} validation part"
         )
     return text
 

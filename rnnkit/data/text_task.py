@@ -40,11 +40,16 @@ class TextTask:
         """Saved with every checkpoint: the vocabulary and the split sizes."""
         return {"vocabulary": self.vocab.chars, "train_chars": len(self.train_data), "val_chars": len(self.val_data)}
 
+    def units_per_step(self, batch_size: int) -> tuple[str, int]:
+        """Progress counts characters: ``batch_size`` windows of ``seq_len`` per step."""
+        return "chars", batch_size * self.config.seq_len
+
     def rng_state(self) -> dict[str, torch.Tensor]:
-        return {"train": self.generator.get_state()}
+        return {"train": self.generator.get_state(), "sample_seed": torch.tensor(self.sample_seed)}
 
     def set_rng_state(self, state: dict[str, torch.Tensor]) -> None:
         self.generator.set_state(state["train"])
+        self.sample_seed = int(state.get("sample_seed", self.sample_seed))
 
     def train_batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         seq = self.config.seq_len

@@ -14,6 +14,7 @@ Shapes:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -101,6 +102,33 @@ class CharLSTM(nn.Module):
         x = self.embed(tokens)  # (batch, seq, embedding)
         out, state = self.rnn(x, state)  # (batch, seq, hidden)
         return self.head(out), state  # (batch, seq, vocab)
+
+    def stepper(self) -> Callable[[torch.Tensor, list, list], torch.Tensor]:
+        """A function for generation: ``step(ids (batch,), hs, cs) -> logits (batch, vocab)``.
+
+        One step of the same equations as ``forward``, with the per-call overhead cut away: the first
+        layer's input projection of every character is precomputed as a (vocab, 4h) table, each layer
+        is one ``addmm`` and the cell, and the per-layer states ``hs``, ``cs`` (lists of (batch, hidden))
+        are updated in place. Both backends share the weights, so this serves both. Build a new one
+        after the weights change.
+        """
+        layers = self.config.layers
+        with torch.no_grad():
+            w_ih = [getattr(self.rnn, f"weight_ih_l{k}").t() for k in range(layers)]
+            bias = [getattr(self.rnn, f"bias_ih_l{k}") + getattr(self.rnn, f"bias_hh_l{k}") for k in range(layers)]
+            w_hh = [getattr(self.rnn, f"weight_hh_l{k}").t().contiguous() for k in range(layers)]
+            table = torch.addmm(bias[0], self.embed.weight, w_ih[0])  # (vocab, 4h)
+            head_w, head_b = self.head.weight.t().contiguous(), self.head.bias.detach()
+
+        def step(ids: torch.Tensor, hs: list, cs: list) -> torch.Tensor:
+            x_proj = table[ids]  # (batch, 4h)
+            for k in range(layers):
+                if k:
+                    x_proj = torch.addmm(bias[k], hs[k - 1], w_ih[k])  # (batch, 4h)
+                hs[k], cs[k] = lstm_cell(x_proj, hs[k], cs[k], w_hh[k])
+            return torch.addmm(head_b, hs[-1], head_w)  # (batch, vocab)
+
+        return step
 
 
 def build(config: CharLSTMConfig, *, vocab_size: int) -> CharLSTM:

@@ -37,9 +37,7 @@ def dense_adjacency_bytes(num_nodes: int) -> int:
     return 2 * 4 * num_nodes * num_nodes
 
 
-def normalized_adjacency(
-    edge_index: torch.Tensor, num_nodes: int, dtype: torch.dtype = torch.float32
-) -> torch.Tensor:
+def normalized_adjacency(edge_index: torch.Tensor, num_nodes: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Â = D^-1/2 (A + I) D^-1/2 as a dense (nodes, nodes) tensor; row i aggregates into node i."""
     a = torch.zeros(num_nodes, num_nodes, device=edge_index.device, dtype=dtype)  # (nodes, nodes)
     ones = torch.ones(edge_index.shape[1], device=edge_index.device, dtype=dtype)
