@@ -21,7 +21,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Literal
 
-from rnnkit.errors import RunError, UsageError
+from rnnkit.errors import ModelNotFoundError, RunError, UsageError
 from rnnkit.registry import default_registry, get_model
 from rnnkit.spec import _Validator, load_yaml
 
@@ -164,6 +164,15 @@ def train_once(model_def: Any, config: Any, graph: Any, spec: GCNSpec, seed: int
     }
 
 
+def _warm_up(model_def: Any, config: Any, graph: Any, device: Any) -> None:
+    import torch
+
+    model = model_def.build(config, num_features=graph.num_features, num_classes=graph.num_classes).to(device)
+    x = torch.zeros(2, graph.num_features, device=device)
+    edge_index = torch.tensor([[0, 1], [1, 0]], device=device)
+    model(x, edge_index).sum().backward()
+
+
 def run_impl(spec_dict: dict[str, Any], impl: str, threads: int | None = None) -> dict[str, Any]:
     """Every run of one implementation, in this process; with its memory peak."""
     import torch
@@ -180,6 +189,7 @@ def run_impl(spec_dict: dict[str, Any], impl: str, threads: int | None = None) -
     if "hidden_size" in model_def.config_fields():
         values["hidden_size"] = spec.hidden
     config = model_def.make_config(values)
+    _warm_up(model_def, config, graph, device)  # one-time costs (imports, kernels) are not the model's memory
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -220,7 +230,14 @@ def check_comparison(spec: GCNSpec) -> Any:
     from rnnkit.runner import prepare_run_dir, resolve_device
 
     for impl in spec.impls():
-        get_model(model_name(impl), TASK)
+        try:
+            get_model(model_name(impl), TASK)
+        except ModelNotFoundError:
+            graph_models = [e.name for e in default_registry().load_all() if TASK in e.model.tasks]  # type: ignore[union-attr]
+            raise ModelNotFoundError(
+                f"unknown implementation '{impl}'. Graph models: dense (gcn-dense), pyg (gcn-pyg)"
+                + "".join(f", {m}" for m in graph_models if m not in ALIASES.values())
+            ) from None
     resolve_device(spec.device)
     graph = _graph(spec)
     check_memory(spec, graph.num_nodes)

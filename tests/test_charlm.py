@@ -147,6 +147,7 @@ def test_resume_continues_exactly(tmp_path, monkeypatch, backend):
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
     assert resumed["final_metrics"] == straight["final_metrics"]
+
     def records(run: str) -> list[dict]:
         lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
         return [{k: v for k, v in json.loads(line).items() if k != "elapsed"} for line in lines]

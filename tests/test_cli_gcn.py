@@ -45,7 +45,7 @@ def test_spec_file_with_overrides(tmp_path):
         (["--dataset", "imagenet"], 2, ["dataset", "karate, cora"]),
         (["--layers", "0"], 2, ["layers", "greater than 0"]),
         (["--hidden", "0"], 2, ["hidden", "greater than 0"]),
-        (["--impl", "dense,nope"], 2, ["unknown model 'nope'"]),
+        (["--impl", "dense,nope"], 2, ["unknown implementation 'nope'", "Graph models: dense"]),
         (["--impl", "lstm"], 2, ["does not support task 'node-classification'"]),
         (["--dataset", "synthetic", "--nodes", "100000", "--max-dense-gb", "1"], 2, ["GB", "--impl pyg"]),
     ],
