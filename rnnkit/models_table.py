@@ -9,8 +9,20 @@ from rnnkit.registry import TASKS, default_registry
 from rnnkit.spec import _Validator, parse_override
 
 
+#: The sizes a parameter count assumes for each task: palindromes (one-hot), the Christie book, Cora.
+DEFAULT_DIMS = {
+    "sequence-classification": {"input_size": 10, "num_classes": 10},
+    "char-lm": {"vocab_size": 88},
+    "node-classification": {"num_features": 1433, "num_classes": 7},
+}
+
+
 def list_models(settings: list[str], *, input_size: int = 10, num_classes: int = 10) -> list[dict[str, Any]]:
-    """One dict per loadable model; ``settings`` (``key=value``) apply to models that have the key."""
+    """One dict per loadable model; ``settings`` (``key=value``) apply to models that have the key.
+
+    The parameter count is for the model's first task: a palindrome model with ``input_size`` and
+    ``num_classes``, a character model with the Christie vocabulary, a graph model on Cora.
+    """
     values = dict(parse_override(s) for s in settings)
     registry = default_registry()
     entries = registry.load_all()
@@ -19,7 +31,7 @@ def list_models(settings: list[str], *, input_size: int = 10, num_classes: int =
     for key in values:
         if key not in known:
             raise validator.unknown("", key, sorted(known))
-    dims = {"input_size": input_size, "num_classes": num_classes}
+    dims = {**DEFAULT_DIMS, "sequence-classification": {"input_size": input_size, "num_classes": num_classes}}
     rows = []
     for entry in entries:
         model = entry.model
@@ -27,10 +39,8 @@ def list_models(settings: list[str], *, input_size: int = 10, num_classes: int =
         fields = model.config_fields()
         applied = {k: v for k, v in values.items() if k in fields}
         config = validator.build(model.config, applied, "")
-        params = None
-        if "sequence-classification" in model.tasks:
-            wanted = {k: dims[k] for k in TASKS["sequence-classification"]}
-            params = model.parameter_count(config, **wanted)
+        task = model.tasks[0] if model.tasks else None
+        params = model.parameter_count(config, **dims[task]) if task in dims and task in TASKS else None
         rows.append(
             {
                 "name": entry.name,
