@@ -8,7 +8,6 @@ from typing import Any
 from rnnkit.registry import TASKS, default_registry
 from rnnkit.spec import _Validator, parse_override
 
-
 #: The sizes a parameter count assumes for each task: palindromes (one-hot), the Christie book, Cora.
 DEFAULT_DIMS = {
     "sequence-classification": {"input_size": 10, "num_classes": 10},
