@@ -52,6 +52,20 @@ def gcn_layer_sizes(num_features: int, num_classes: int, config: GCNConfig) -> l
     return list(zip(sizes[:-1], sizes[1:], strict=True))
 
 
+def run_layers(
+    convs: nn.ModuleList, x: torch.Tensor, graph: torch.Tensor, dropout: float, training: bool
+) -> torch.Tensor:
+    """Kipf & Welling's stack: dropout before every layer, ReLU between layers, logits from the last.
+    ``graph`` is what each layer takes besides the features (Â for the dense layers, edge_index for
+    GCNConv)."""
+    for k, conv in enumerate(convs):
+        x = F.dropout(x, dropout, training)
+        x = conv(x, graph)  # (nodes, width)
+        if k < len(convs) - 1:
+            x = F.relu(x)
+    return x  # (nodes, classes)
+
+
 class DenseGCNLayer(nn.Module):
     """One layer Â H W + b, with GCNConv's parameter names (``lin.weight`` (out, in), ``bias``)."""
 
@@ -83,12 +97,7 @@ class DenseGCN(nn.Module):
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         a_hat = self.adjacency(edge_index, x.shape[0], x.dtype)  # (nodes, nodes)
-        for k, conv in enumerate(self.convs):
-            x = F.dropout(x, self.dropout, self.training)
-            x = conv(x, a_hat)  # (nodes, width)
-            if k < len(self.convs) - 1:
-                x = F.relu(x)
-        return x  # (nodes, classes)
+        return run_layers(self.convs, x, a_hat, self.dropout, self.training)  # (nodes, classes)
 
 
 def build(config: GCNConfig, *, num_features: int, num_classes: int) -> DenseGCN:

@@ -11,10 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from rnnkit.models.gcn_dense import GCNConfig, count_parameters, gcn_layer_sizes
+from rnnkit.models.gcn_dense import GCNConfig, count_parameters, gcn_layer_sizes, run_layers
 from rnnkit.registry import ModelDef
 
 
@@ -36,12 +35,7 @@ class PygGCN(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-        for k, conv in enumerate(self.convs):
-            x = F.dropout(x, self.dropout, self.training)
-            x = conv(x, edge_index)  # (nodes, width)
-            if k < len(self.convs) - 1:
-                x = F.relu(x)
-        return x  # (nodes, classes)
+        return run_layers(self.convs, x, edge_index, self.dropout, self.training)  # (nodes, classes)
 
 
 def build(config: PygGCNConfig, *, num_features: int, num_classes: int) -> PygGCN:
