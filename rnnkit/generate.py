@@ -147,17 +147,16 @@ def generate(
     model.eval()
     with torch.inference_mode():
         tokens = torch.tensor(ids, device=device).expand(num, -1)  # (num, prompt)
-        logits, (h, c) = model(tokens)  # (num, prompt, vocab); state (layers, num, hidden)
+        logits, state = model(tokens)  # (num, prompt, vocab); the model's own state, carried as it is
         last = logits[:, -1]  # (num, vocab)
         if hasattr(model, "stepper"):
             fast = model.stepper()
-            hs, cs = list(h.unbind(0)), list(c.unbind(0))
+            hs, cs = list(state[0].unbind(0)), list(state[1].unbind(0))  # (h, c): each (layers, num, hidden)
 
             def step(nxt: torch.Tensor) -> torch.Tensor:
                 return fast(nxt, hs, cs)
 
         else:
-            state = (h, c)
 
             def step(nxt: torch.Tensor) -> torch.Tensor:
                 nonlocal state

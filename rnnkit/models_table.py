@@ -39,7 +39,9 @@ def list_models(settings: list[str], *, input_size: int = 10, num_classes: int =
         applied = {k: v for k, v in values.items() if k in fields}
         config = validator.build(model.config, applied, "")
         task = model.tasks[0] if model.tasks else None
-        params = model.parameter_count(config, **dims[task]) if task in dims and task in TASKS else None
+        params = None  # listing never builds a model: only a declared formula gives a count
+        if model.count_parameters is not None and task in dims and task in TASKS:
+            params = model.parameter_count(config, **dims[task])
         rows.append(
             {
                 "name": entry.name,
@@ -49,6 +51,20 @@ def list_models(settings: list[str], *, input_size: int = 10, num_classes: int =
                 "parameters": params,
                 "config": dataclasses.asdict(config),
                 "description": model.description,
+                "status": "ok",
+            }
+        )
+    for failure in registry.failures:
+        rows.append(
+            {
+                "name": failure.name,
+                "tasks": [],
+                "distribution": failure.distribution,
+                "version": "",
+                "parameters": None,
+                "config": {},
+                "description": "",
+                "status": f"failed: {failure.error}",
             }
         )
     return rows

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -19,6 +20,16 @@ from typing import Any
 from rnnkit.errors import ModelNotFoundError, RnnkitError, TaskNotSupportedError
 
 ENTRY_POINT_GROUP = "rnnkit.models"
+BUILTIN_DISTRIBUTION = "rnnkit"
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
+class PluginError(RnnkitError):
+    """A plugin failed to load and RNNKIT_RAISE_PLUGIN_ERRORS asks for that to be an error."""
+
 
 #: Tasks a model can declare, and the keyword arguments ``build`` receives for each.
 TASKS: dict[str, tuple[str, ...]] = {
@@ -97,22 +108,33 @@ class Registry:
 
     @classmethod
     def from_entry_points(cls) -> Registry:
+        """Every ``rnnkit.models`` entry point; rnnkit's own first, so a plugin cannot replace a built-in.
+
+        ``RNNKIT_DISABLE_PLUGINS=1`` keeps the built-ins only.
+        """
         registry = cls()
+        found = []
         for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
             dist = getattr(ep, "dist", None)
             dist_name = dist.metadata["Name"] if dist is not None else "unknown"
-            version = dist.version if dist is not None else "?"
+            found.append((dist_name != BUILTIN_DISTRIBUTION, ep, dist_name, dist.version if dist is not None else "?"))
+        for is_plugin, ep, dist_name, version in sorted(found, key=lambda item: item[0]):
+            if is_plugin and _env_flag("RNNKIT_DISABLE_PLUGINS"):
+                continue
             if ep.name in registry.entries:
-                registry.failures.append(
-                    PluginFailure(
-                        ep.name,
-                        dist_name,
-                        f"name already registered by {registry.entries[ep.name].distribution}; ignored",
-                    )
-                )
+                owner = registry.entries[ep.name].distribution
+                builtin = owner == BUILTIN_DISTRIBUTION
+                why = "a built-in model has that name" if builtin else f"{owner} registered it first"
+                registry._fail(PluginFailure(ep.name, dist_name, f"cannot register '{ep.name}': {why}; ignored"))
                 continue
             registry.entries[ep.name] = ModelEntry(ep.name, ep.value, dist_name, version, ep)
         return registry
+
+    def _fail(self, failure: PluginFailure, exc: BaseException | None = None) -> None:
+        """Record a plugin failure, or raise it under RNNKIT_RAISE_PLUGIN_ERRORS=1."""
+        if _env_flag("RNNKIT_RAISE_PLUGIN_ERRORS"):
+            raise PluginError(str(failure)) from exc
+        self.failures.append(failure)
 
     def add(self, model: ModelDef, distribution: str = "local", version: str = "") -> None:
         """Register a definition directly (tests, interactive use)."""
@@ -131,8 +153,8 @@ class Registry:
                     raise ValueError(f"entry point '{entry.name}' names a model called '{loaded.name}'")
                 entry.model = loaded
             except Exception as exc:  # a broken plugin must not take the others down
-                self.failures.append(PluginFailure(entry.name, entry.distribution, f"{type(exc).__name__}: {exc}"))
                 entry.entry_point = None
+                self._fail(PluginFailure(entry.name, entry.distribution, f"{type(exc).__name__}: {exc}"), exc)
         return entry.model
 
     def load_all(self) -> list[ModelEntry]:

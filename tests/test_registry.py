@@ -62,3 +62,20 @@ def test_parameter_count_without_a_formula_uses_meta_device():
 def test_create_model():
     model = create_model("rnn", "sequence-classification", {"hidden_size": 4}, input_size=10, num_classes=10)
     assert model.W_hh.shape == (4, 4)
+
+
+@pytest.mark.parametrize("name", __import__("rnnkit.testing", fromlist=["x"]).registered_models())
+def test_every_registered_model_keeps_the_contract(name):
+    from rnnkit.testing import check_model
+
+    assert check_model(name)
+
+
+def test_check_model_catches_a_wrong_parameter_count():
+    from rnnkit.models.rnn import MODEL as RNN
+    from rnnkit.testing import check_model
+
+    registry = Registry()
+    registry.add(ModelDef("bad-count", RNN.tasks, RNN.config, RNN.build, count_parameters=lambda c, **d: 1))
+    with pytest.raises(AssertionError, match="count_parameters says 1"):
+        check_model("bad-count", registry)

@@ -26,6 +26,7 @@ def models(
     from rnnkit.models_table import list_models
 
     rows = list_models(settings or [], input_size=input_size, num_classes=num_classes)
+    report_plugin_failures()
     if as_json:
         out_console.print_json(json.dumps(rows))
     else:
@@ -42,10 +43,18 @@ def models(
         table.add_column("parameters", justify="right", no_wrap=True)
         table.add_column("config")
         for row in rows:
+            if row["status"] != "ok":
+                table.add_row(
+                    f"[red]{row['name']}[/]",
+                    "[red]failed to load[/]",
+                    row["distribution"],
+                    "-",
+                    f"[red]{row['status'].removeprefix('failed: ')}[/]",
+                )
+                continue
             config = ", ".join(f"{k}={v}" for k, v in row["config"].items())
             params = f"{row['parameters']:,}" if row["parameters"] is not None else "-"
             table.add_row(
                 row["name"], ", ".join(row["tasks"]), f"{row['distribution']} {row['version']}", params, config
             )
         out_console.print(table)
-    report_plugin_failures()
