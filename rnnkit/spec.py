@@ -380,7 +380,14 @@ def resolve_spec(
 
     model_name = _section_name(data, "model", validator, None)
     model_def = get_model(model_name, tasks[task_name].model_task)
-    model = validator.build(model_def.config, data.get("model"), "model.", skip=("name",))
+    model_values = dict(data.get("model") or {})
+    if "model.name" in overridden:
+        # another model was asked for on the command line: the file's settings that belong to the
+        # file's model only are left out; everything given on the command line is still checked
+        fields = model_def.config_fields()
+        model_values = {k: v for k, v in model_values.items()
+                        if k == "name" or k in fields or f"model.{k}" in overridden}
+    model = validator.build(model_def.config, model_values, "model.", skip=("name",))
     train = validator.build(TrainConfig, data.get("train"), "train.")
     return RunSpec(
         settings.name, settings.seed, settings.device, settings.out_dir, task, task_name, model, model_name, train

@@ -173,3 +173,20 @@ def test_graphsage_plugin_beside_the_gcns(tmp_path):
     assert result.returncode == 0, result.stderr
     impls = [r["impl"] for r in json.loads((tmp_path / "gcn" / "results.json").read_text())["results"]]
     assert impls == ["dense", "pyg", "graphsage"]
+
+
+def test_chargru_trains_samples_and_completes(tmp_path):
+    pytest.importorskip("rnnkit_gru")
+    corpus = tmp_path / "small.txt"
+    corpus.write_text("Poirot said that the little grey cells would find the answer. " * 80)
+    trained = _rnnkit("train", "examples/christie.yaml", "model.name=chargru", "model.hidden_size=16",
+                      "model.embedding_size=8", "train.max_steps=20", "train.batch_size=8", "train.eval_every=10",
+                      "--text", str(corpus), "--device", "cpu", "--threads", "1", "--out-dir", str(tmp_path),
+                      "--no-progress")
+    assert trained.returncode == 0, trained.stderr
+    run = tmp_path / "christie"
+    assert json.loads((run / "meta.json").read_text())["model"] == "chargru"
+    sampled = _rnnkit("sample", str(run), "--length", "30", "--seed", "0")
+    assert sampled.returncode == 0 and len(sampled.stdout.strip()) > 0, sampled.stderr
+    completed = _rnnkit("complete", "Poirot said", "--checkpoint", str(run), "--length", "20")
+    assert completed.returncode == 0 and completed.stdout.startswith("Poirot said"), completed.stderr

@@ -81,3 +81,10 @@ def test_examples_load():
     for name in ("palindrome-lstm", "palindrome-rnn"):
         spec = load_spec(f"examples/{name}.yaml")
         assert spec.name == name
+
+
+def test_switching_model_on_the_command_line_drops_the_other_models_settings():
+    spec = load_spec("examples/palindrome-lstm.yaml", ["model.name=rnn"])  # the file sets init, forget_bias
+    assert spec.model_name == "rnn" and spec.model.hidden_size == 128
+    with pytest.raises(SpecError, match="model.forget_bias: unknown key"):
+        load_spec("examples/palindrome-lstm.yaml", ["model.name=rnn", "model.forget_bias=1.0"])
