@@ -190,3 +190,12 @@ def test_chargru_trains_samples_and_completes(tmp_path):
     assert sampled.returncode == 0 and len(sampled.stdout.strip()) > 0, sampled.stderr
     completed = _rnnkit("complete", "Poirot said", "--checkpoint", str(run), "--length", "20")
     assert completed.returncode == 0 and completed.stdout.startswith("Poirot said"), completed.stderr
+
+
+def test_repository_plugins_are_listed():
+    pytest.importorskip("rnnkit_gru")
+    pytest.importorskip("rnnkit_graphsage")
+    rows = {r["name"]: r for r in json.loads(_rnnkit("models", "--json").stdout) if r["status"] == "ok"}
+    assert rows["gru"]["distribution"] == "rnnkit-gru" and rows["chargru"]["tasks"] == ["char-lm"]
+    assert rows["graphsage"]["distribution"] == "rnnkit-graphsage"
+    assert rows["gru"]["parameters"] == 3 * 128 * (10 + 128 + 2) + 10 * 129
