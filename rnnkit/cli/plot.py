@@ -13,7 +13,8 @@ from rnnkit.cli.common import handle_errors, out_console
 def plot(
     path: Path = typer.Argument(
         ...,
-        help="A sweep directory (accuracy vs length) or a run directory (loss and accuracy curves).",
+        help="A sweep directory (accuracy vs length), a run directory (loss and accuracy curves) or a gcn "
+        "directory (the implementations side by side).",
         show_default=False,
     ),
     out: Path = typer.Option(
@@ -24,7 +25,7 @@ def plot(
         show_default=False,
     ),
 ) -> None:
-    """Draw the figure of a sweep or a run (headless)."""
+    """Draw the figure of a sweep, a run or a gcn comparison (headless)."""
     from rnnkit.plotting import plot_path
 
     written = plot_path(path, out)
