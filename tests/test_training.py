@@ -127,3 +127,28 @@ def test_gradient_clipping_bounds_the_update():
     _, _, norm = trainer.train_step()
     assert norm == pytest.approx(2000.0)
     assert model.w.detach().norm().item() == pytest.approx(0.5)
+
+
+def test_a_diverging_run_stops_and_says_so():
+    spec = resolve_spec(tiny_spec(), ["train.max_steps=50", "train.early_stop.threshold=0"])
+
+    class Exploding:
+        def train_batch(self, n):
+            return torch.zeros(1), torch.zeros(1)
+
+        def loss_and_correct(self, model, x, y):
+            return model.w.sum() * float("nan"), torch.tensor(0)
+
+        def evaluate(self, model, batch_size, batches):
+            return {"loss": float("nan"), "accuracy": 0.0}
+
+        def rng_state(self):
+            return {}
+
+        def set_rng_state(self, state):
+            pass
+
+    model = torch.nn.Module()
+    model.w = torch.nn.Parameter(torch.ones(3))
+    result = Trainer(model, Exploding(), spec.train).run()
+    assert result.status == "diverged" and result.steps == 1
