@@ -16,6 +16,7 @@ import os
 import resource
 import statistics
 import time
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -79,6 +80,16 @@ def model_name(impl: str) -> str:
     return f"gcn-{impl}" if f"gcn-{impl}" in entries and impl not in entries else impl
 
 
+def _free_memory(device: str) -> float:
+    import torch
+
+    from rnnkit.runner import resolve_device
+
+    if resolve_device(device).type == "cuda":
+        return float(torch.cuda.mem_get_info()[0])
+    return float(available_memory_bytes())
+
+
 def available_memory_bytes() -> int:
     """MemAvailable from /proc/meminfo, else physical memory."""
     try:
@@ -92,8 +103,9 @@ def available_memory_bytes() -> int:
 
 
 def check_memory(spec: GCNSpec, num_nodes: int, budget_gb: float | None = None) -> None:
-    """Refuse an implementation whose estimated memory for this graph is over the budget."""
-    budget = (budget_gb or spec.max_dense_gb) * 1e9 or available_memory_bytes() / 2
+    """Refuse an implementation whose estimated memory for this graph is over the budget (default: half
+    the free memory of the device it will run on)."""
+    budget = (budget_gb or spec.max_dense_gb) * 1e9 or _free_memory(spec.device) / 2
     for impl in spec.impls():
         model = get_model(model_name(impl), TASK)
         if model.memory_bytes is None:
@@ -233,6 +245,8 @@ def check_comparison(spec: GCNSpec) -> Any:
         try:
             get_model(model_name(impl), TASK)
         except ModelNotFoundError:
+            if any(f.name == model_name(impl) for f in default_registry().failures):
+                raise  # registered but broken: the registry's message says why
             graph_models = [e.name for e in default_registry().load_all() if TASK in e.model.tasks]  # type: ignore[union-attr]
             raise ModelNotFoundError(
                 f"unknown implementation '{impl}'. Graph models: dense (gcn-dense), pyg (gcn-pyg)"
@@ -260,8 +274,14 @@ def compare(
     for impl in spec.impls():
         try:
             result = (_run_isolated if isolate else run_impl)(asdict(spec), impl, threads)
-        except MemoryError as exc:
-            raise RunError(f"--impl {impl} ran out of memory on {graph.num_nodes:,} nodes") from exc
+        except (MemoryError, RuntimeError, BrokenProcessPool) as exc:
+            text = str(exc).lower()
+            if not isinstance(exc, (MemoryError, BrokenProcessPool)) and "alloc" not in text and "memory" not in text:
+                raise
+            raise RunError(
+                f"--impl {impl} ran out of memory on {graph.num_nodes:,} nodes ({type(exc).__name__}); "
+                "lower --max-dense-gb or use --impl pyg"
+            ) from exc
         results.append(result)
         if on_result:
             on_result(result)

@@ -77,6 +77,20 @@ class ModelDef:
         return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def check_definition(model: ModelDef) -> None:
+    """The parts of the contract that can be checked without building: raises TypeError/ValueError."""
+    if not model.tasks or any(t not in TASKS for t in model.tasks):
+        raise ValueError(f"tasks {list(model.tasks)} must be one or more of {', '.join(TASKS)}")
+    if not dataclasses.is_dataclass(model.config) or not isinstance(model.config, type):
+        raise TypeError("config must be a dataclass type")
+    if not callable(model.build):
+        raise TypeError("build must be callable")
+    config = model.make_config()  # every field needs a default
+    if model.count_parameters is not None:
+        for task in model.tasks:
+            model.parameter_count(config, **dict.fromkeys(TASKS[task], 3))
+
+
 @dataclass
 class ModelEntry:
     """One registered name: where it comes from, and its definition once loaded."""
@@ -151,6 +165,7 @@ class Registry:
                     raise TypeError(f"{entry.value} is a {type(loaded).__name__}, not a ModelDef")
                 if loaded.name != entry.name:
                     raise ValueError(f"entry point '{entry.name}' names a model called '{loaded.name}'")
+                check_definition(loaded)
                 entry.model = loaded
             except Exception as exc:  # a broken plugin must not take the others down
                 entry.entry_point = None

@@ -385,8 +385,9 @@ def resolve_spec(
         # another model was asked for on the command line: the file's settings that belong to the
         # file's model only are left out; everything given on the command line is still checked
         fields = model_def.config_fields()
-        model_values = {k: v for k, v in model_values.items()
-                        if k == "name" or k in fields or f"model.{k}" in overridden}
+        model_values = {
+            k: v for k, v in model_values.items() if k == "name" or k in fields or f"model.{k}" in overridden
+        }
     model = validator.build(model_def.config, model_values, "model.", skip=("name",))
     train = validator.build(TrainConfig, data.get("train"), "train.")
     return RunSpec(

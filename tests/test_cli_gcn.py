@@ -66,3 +66,13 @@ def test_missing_planetoid_files_offline(tmp_path, monkeypatch):
     monkeypatch.delenv("RNNKIT_DATA_DIR", raising=False)
     result = run("gcn", "--dataset", "citeseer", "--data-dir", str(tmp_path / "empty"), *QUICK, "--out", str(tmp_path))
     assert_one_line_error(result, 1, "cannot load citeseer", "raw files", "--data-dir")
+
+
+def test_too_small_synthetic_graph_and_broken_local_data(tmp_path):
+    result = run("gcn", "--dataset", "synthetic", "--nodes", "8", *QUICK, "--out", str(tmp_path))
+    assert_one_line_error(result, 2, "needs at least 83 nodes")
+    partial = tmp_path / "data" / "planetoid" / "Cora" / "raw"
+    partial.mkdir(parents=True)
+    (partial / "ind.cora.x").write_bytes(b"junk")
+    result = run("gcn", "--dataset", "cora", "--data-dir", str(tmp_path / "data"), *QUICK, "--out", str(tmp_path))
+    assert_one_line_error(result, 1, "lacks", "ind.cora.graph")

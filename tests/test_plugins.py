@@ -179,10 +179,25 @@ def test_chargru_trains_samples_and_completes(tmp_path):
     pytest.importorskip("rnnkit_gru")
     corpus = tmp_path / "small.txt"
     corpus.write_text("Poirot said that the little grey cells would find the answer. " * 80)
-    trained = _rnnkit("train", "examples/christie.yaml", "model.name=chargru", "model.hidden_size=16",
-                      "model.embedding_size=8", "train.max_steps=20", "train.batch_size=8", "train.eval_every=10",
-                      "--text", str(corpus), "--device", "cpu", "--threads", "1", "--out-dir", str(tmp_path),
-                      "--no-progress")
+    trained = _rnnkit(
+        "train",
+        "examples/christie.yaml",
+        "model.name=chargru",
+        "model.hidden_size=16",
+        "model.embedding_size=8",
+        "train.max_steps=20",
+        "train.batch_size=8",
+        "train.eval_every=10",
+        "--text",
+        str(corpus),
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--out-dir",
+        str(tmp_path),
+        "--no-progress",
+    )
     assert trained.returncode == 0, trained.stderr
     run = tmp_path / "christie"
     assert json.loads((run / "meta.json").read_text())["model"] == "chargru"

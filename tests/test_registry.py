@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib import metadata
 
 import pytest
@@ -79,3 +80,25 @@ def test_check_model_catches_a_wrong_parameter_count():
     registry.add(ModelDef("bad-count", RNN.tasks, RNN.config, RNN.build, count_parameters=lambda c, **d: 1))
     with pytest.raises(AssertionError, match="count_parameters says 1"):
         check_model("bad-count", registry)
+
+
+@dataclass
+class _NoDefault:
+    hidden_size: int
+
+
+BAD_TASK = ModelDef("bad-task", ("telepathy",), __import__("rnnkit.models.rnn", fromlist=["x"]).RNNConfig, print)
+NO_DEFAULT = ModelDef("no-default", ("sequence-classification",), _NoDefault, print)
+
+
+@pytest.mark.parametrize(
+    "attr,name,words", [("BAD_TASK", "bad-task", "must be one or more of"), ("NO_DEFAULT", "no-default", "TypeError")]
+)
+def test_a_broken_declaration_is_a_plugin_failure(attr, name, words):
+    from rnnkit.registry import ModelEntry
+
+    registry = Registry()
+    ep = metadata.EntryPoint(name, f"tests.test_registry:{attr}", "rnnkit.models")
+    registry.entries[name] = ModelEntry(name, ep.value, "rnnkit-bad", "0.1", ep)
+    assert registry.load_all() == []
+    assert words in registry.failures[0].error

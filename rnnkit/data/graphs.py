@@ -22,6 +22,7 @@ import torch
 from rnnkit.errors import RunError, UsageError
 
 PLANETOID = {"cora": "Cora", "citeseer": "CiteSeer", "pubmed": "PubMed"}
+PLANETOID_FILES = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
 DATASETS = ("karate", *PLANETOID, "synthetic")
 
 
@@ -72,6 +73,11 @@ def load_graph(
     if name in PLANETOID:
         return _planetoid(name, data_dir)
     if name == "synthetic":
+        if nodes < 20 * classes + 3:
+            raise UsageError(
+                f"a synthetic graph with {classes} classes needs at least {20 * classes + 3} nodes "
+                f"(20 training nodes per class, then validation and test nodes); got {nodes}"
+            )
         return stochastic_block_model(nodes, degree, classes, features, seed)
     raise UsageError(f"unknown dataset '{name}'. Available: {', '.join(DATASETS)}")
 
@@ -80,9 +86,15 @@ def _karate() -> Graph:
     from torch_geometric.datasets import KarateClub
 
     data = KarateClub()[0]
-    # KarateClub marks one training node per class; the other nodes are the test set, as in Kipf & Welling.
+    # KarateClub marks one training node per class; of the other 30, a fixed 10 validate and 20 test.
     train = data.train_mask
-    return Graph("karate", data.x, data.edge_index, data.y, train, ~train, ~train, int(data.y.max()) + 1)
+    rest = torch.nonzero(~train).flatten()
+    rest = rest[torch.randperm(len(rest), generator=torch.Generator().manual_seed(0))]
+    val = torch.zeros_like(train)
+    test = torch.zeros_like(train)
+    val[rest[:10]] = True
+    test[rest[10:]] = True
+    return Graph("karate", data.x, data.edge_index, data.y, train, val, test, int(data.y.max()) + 1)
 
 
 def _cache_root() -> Path:
@@ -105,6 +117,10 @@ def _planetoid(name: str, data_dir: str | Path | None) -> Graph:
         ),
         None,
     )
+    if local is not None:
+        missing = [f"ind.{name}.{part}" for part in PLANETOID_FILES if not (local / f"ind.{name}.{part}").is_file()]
+        if missing:
+            raise RunError(f"{local} lacks {', '.join(missing)}: Planetoid needs all eight ind.{name}.* files")
     key = hashlib.sha1(str(local.resolve()).encode()).hexdigest()[:12] if local else ""
     cache = _cache_root() / (f"local-{key}" if local else "download")
     raw = cache / folder / "raw"
@@ -114,7 +130,12 @@ def _planetoid(name: str, data_dir: str | Path | None) -> Graph:
             raw.symlink_to(local.resolve(), target_is_directory=True)
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             dataset = Planetoid(str(cache), folder)  # quiet: it prints "Processing..." / "Downloading ..."
-    except (OSError, RuntimeError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - Planetoid raises anything from URLError to UnpicklingError
+        if local is not None:
+            raise RunError(
+                f"cannot read the {name} files in {local} ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'})"
+            ) from exc
         where = " or ".join(str(r / "planetoid" / folder / "raw") for r in roots) or f"DIR/planetoid/{folder}/raw"
         raise RunError(
             f"cannot load {name}: no local copy and the download failed ({type(exc).__name__}: "

@@ -33,7 +33,8 @@ class GCNConfig:
 
 
 def dense_adjacency_bytes(num_nodes: int) -> int:
-    """Peak bytes to build Â densely: A + I and the normalised copy, float32."""
+    """Bytes to budget for Â: the N×N float32 matrix (built in place) and as much again for the
+    products and gradients around it."""
     return 2 * 4 * num_nodes * num_nodes
 
 
@@ -44,7 +45,7 @@ def normalized_adjacency(edge_index: torch.Tensor, num_nodes: int, dtype: torch.
     a.index_put_((edge_index[1], edge_index[0]), ones, accumulate=True)  # a[target, source]
     a.fill_diagonal_(1.0)  # self-loops: every node keeps its own features
     d = a.sum(dim=1).pow(-0.5)  # (nodes,)
-    return d[:, None] * a * d[None, :]
+    return a.mul_(d[:, None]).mul_(d[None, :])  # in place: one N×N tensor at a time
 
 
 def gcn_layer_sizes(num_features: int, num_classes: int, config: GCNConfig) -> list[tuple[int, int]]:
