@@ -23,7 +23,6 @@ from rnnkit.checkpoint import (
     atomic_write_bytes,
     atomic_write_text,
     finite_json,
-    read_meta,
     save_checkpoint,
 )
 from rnnkit.errors import CheckpointError, RunError, UsageError
@@ -101,17 +100,6 @@ def unique_run_dir(out_dir: str | Path, name: str) -> Path:
         n += 1
         candidate = base.with_name(f"{name}-{n}")
     return candidate
-
-
-def run_status(run_dir: Path) -> str | None:
-    """The recorded status of a run directory, or None if it never finished writing one."""
-    meta = Path(run_dir) / META_FILE
-    if not meta.is_file():
-        return None
-    try:
-        return read_meta(meta).get("status")
-    except RunError:
-        return None
 
 
 class Checkpointer:
