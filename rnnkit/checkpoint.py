@@ -1,7 +1,21 @@
-"""Checkpoints: weights in safetensors (no pickle) and metadata in JSON beside them.
+"""Checkpoints: weights in safetensors (no pickle), metadata in JSON, trainer state for resume.
 
-Every file is written to a temporary name in the same directory and renamed into place, so an
-interrupt or a crash leaves either the previous file or the new one, never half of one.
+A run directory's checkpoint is one unit, published with one atomic rename::
+
+    <run>/checkpoint -> .checkpoints/checkpoint-<id>/   model.safetensors, meta.json, state.pt
+    <run>/best       -> .checkpoints/best-<id>/         model.safetensors, meta.json
+
+Every file of a new checkpoint is written and fsynced into a fresh directory under ``.checkpoints``;
+then a symbolic link to it is created under a temporary name and renamed over ``checkpoint`` (or
+``best``). The rename is the commit: before it the previous checkpoint is the published one and is
+still whole, after it the new one is. Only then is the previous directory removed. A kill at any
+moment therefore leaves a complete published checkpoint (the new one or the one before), plus
+perhaps an unpublished directory that ``clean_unpublished`` removes on the next start. Signals are
+held while a checkpoint is published (``rnnkit.signals``), so Ctrl-C cannot cut one short either.
+
+Single files (``meta.json`` of a run, ``results.csv``) are written to a temporary name and renamed
+into place. Runs written by rnnkit 0.1 keep their files at the top of the run directory; they load
+as before (``checkpoint_dir`` falls back to the run directory itself).
 """
 
 from __future__ import annotations
@@ -9,19 +23,26 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
 from rnnkit.errors import CheckpointError
+from rnnkit.signals import deferred_signals
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "meta.json"
-FORMAT_VERSION = 1
+STATE_FILE = "state.pt"  # optimiser, schedule, RNG and loop counters; loaded with weights_only=True
+CHECKPOINT_LINK = "checkpoint"
+BEST_LINK = "best"
+STORE_DIR = ".checkpoints"
+FORMAT_VERSION = 2
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+    """Write ``data`` to ``path`` through a temporary file, fsync and an atomic rename."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -34,6 +55,21 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the renames inside directory ``path`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:
@@ -53,31 +89,107 @@ def finite_json(value: Any) -> Any:
     return value
 
 
+def json_bytes(data: Any) -> bytes:
+    return (json.dumps(finite_json(data), indent=2, allow_nan=False) + "\n").encode("utf-8")
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(finite_json(data), indent=2, allow_nan=False) + "\n")
+    atomic_write_bytes(path, json_bytes(data))
 
 
-def save_checkpoint(directory: Path, state_dict: dict[str, Any], meta: dict[str, Any]) -> Path:
-    """Write ``model.safetensors`` and ``meta.json`` into ``directory``; returns the weights path."""
+def checkpoint_files(state_dict: dict[str, Any], meta: dict[str, Any]) -> dict[str, bytes]:
+    """The weights (safetensors) and metadata (JSON) of a checkpoint, as the bytes to write."""
     from safetensors.torch import save
 
-    directory = Path(directory)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    weights = directory / WEIGHTS_FILE
-    atomic_write_bytes(weights, save(tensors))
-    write_json(directory / META_FILE, {"format_version": FORMAT_VERSION, **meta})
-    return weights
+    return {WEIGHTS_FILE: save(tensors), META_FILE: json_bytes({"format_version": FORMAT_VERSION, **meta})}
+
+
+def publish(run_dir: Path, link: str, files: dict[str, bytes]) -> Path:
+    """Write ``files`` into a new directory and make ``run_dir/link`` point to it with one rename.
+
+    Returns the new directory. The previous one stays whole until the rename and is removed after it.
+    """
+    run_dir = Path(run_dir)
+    store = run_dir / STORE_DIR
+    name = f"{link}-{uuid.uuid4().hex[:12]}"
+    target = store / name
+    with deferred_signals():
+        store.mkdir(exist_ok=True)
+        target.mkdir()
+        for filename, data in files.items():
+            with open(target / filename, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        fsync_dir(target)
+        fsync_dir(store)
+        previous = _link_target(run_dir / link)
+        pending = run_dir / f".{link}.{name}.link"
+        os.symlink(Path(STORE_DIR) / name, pending)
+        if (run_dir / link).is_dir() and not (run_dir / link).is_symlink():  # a 0.1 run's best/: replaced
+            shutil.rmtree(run_dir / link)
+        os.replace(pending, run_dir / link)  # the commit
+        fsync_dir(run_dir)
+        if previous is not None and previous != target:
+            shutil.rmtree(previous, ignore_errors=True)
+    return target
+
+
+def _link_target(path: Path) -> Path | None:
+    """The checkpoint directory a link points to, or None when ``path`` is no link into the store."""
+    if not path.is_symlink():
+        return None
+    target = Path(os.readlink(path))
+    return (path.parent / target) if not target.is_absolute() else target
+
+
+def clean_unpublished(run_dir: Path) -> list[Path]:
+    """Remove what a killed save left behind: temporary files and links, and checkpoint directories
+    that no link points to. Only the owner of the run directory may call this. Returns what went."""
+    run_dir = Path(run_dir)
+    removed = []
+    for path in run_dir.glob(".*.tmp"):
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    for path in run_dir.glob(".*.link"):
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    store = run_dir / STORE_DIR
+    if store.is_dir():
+        live = {_link_target(run_dir / link) for link in (CHECKPOINT_LINK, BEST_LINK)}
+        live = {p.resolve() for p in live if p is not None}
+        for path in store.iterdir():
+            if path.resolve() not in live:
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
+def checkpoint_dir(run_dir: Path, link: str = CHECKPOINT_LINK) -> Path | None:
+    """The published checkpoint of ``run_dir`` (``link``: checkpoint or best), or None if it has none.
+
+    A run written by rnnkit 0.1 (weights at the top of the run directory) is its own checkpoint.
+    """
+    run_dir = Path(run_dir)
+    published = run_dir / link
+    if published.is_dir() and (published / WEIGHTS_FILE).is_file():
+        return published
+    if link == CHECKPOINT_LINK and (run_dir / WEIGHTS_FILE).is_file():
+        return run_dir
+    return None
 
 
 def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
-    """(weights, meta) paths for a run directory or a weights file."""
+    """(weights, meta) paths for a run directory, a checkpoint directory or a weights file."""
     path = Path(path)
     if path.is_dir():
-        weights, meta = path / WEIGHTS_FILE, path / META_FILE
+        directory = checkpoint_dir(path) or path
+        weights, meta = directory / WEIGHTS_FILE, directory / META_FILE
     else:
         weights, meta = path, path.with_name(META_FILE)
     if not weights.is_file():
@@ -109,3 +221,25 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[dict[str, An
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"corrupt checkpoint weights {weights}: {exc}") from exc
     return state, meta
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """The trainer state saved in ``path``, read with ``weights_only=True`` (tensors and plain data only).
+
+    Any failure is one CheckpointError that names the file; torch's own message is left out because
+    it suggests ``weights_only=False``, which would run code from the file.
+    """
+    import torch
+
+    if not Path(path).is_file():
+        raise CheckpointError(f"{path} is missing: the checkpoint is incomplete")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises anything from EOFError to UnpicklingError here
+        raise CheckpointError(
+            f"{path} is truncated, damaged or not a trainer state written by rnnkit ({type(exc).__name__}); "
+            "it cannot be resumed"
+        ) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is not a trainer state written by rnnkit")
+    return state

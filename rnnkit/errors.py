@@ -33,3 +33,11 @@ class RunError(RnnkitError):
 
 class CheckpointError(RunError):
     """A checkpoint is missing, incomplete or does not match what was asked of it."""
+
+
+class RunLockedError(RunError):
+    """Another live process owns the run directory (it holds the directory's lock)."""
+
+
+class RnnkitWarning(UserWarning):
+    """Something a user should know that does not stop the work; the CLI shows it as one line."""

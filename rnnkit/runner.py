@@ -1,11 +1,16 @@
 """One training run from a resolved spec to a finished run directory.
 
-runs/<name>/config.yaml        the resolved spec (enough to rebuild the model)
+runs/<name>/config.yaml        the resolved spec (enough to rebuild the model and resume)
 runs/<name>/metrics.jsonl      one JSON object per logged step, then the final evaluation
-runs/<name>/model.safetensors  latest weights (every checkpoint_every steps, on Ctrl-C, at the end)
-runs/<name>/meta.json          model, task, status, step and metrics of those weights (and vocabulary)
-runs/<name>/state.pt           trainer state of those weights, for --resume
+runs/<name>/meta.json          the run's record: id, status, steps, metrics (updated at each checkpoint,
+                               at the end, and on failure)
+runs/<name>/checkpoint/        the latest complete checkpoint: model.safetensors, meta.json, state.pt
 runs/<name>/best/              weights and meta.json of the best validation loss so far
+runs/<name>/.lock              held by the one process that owns the run (see rnnkit.rundir)
+
+Checkpoints are published whole (see rnnkit.checkpoint): a kill at any moment loses at most the
+training since the last one. ``--resume`` takes the newest complete checkpoint and refuses one that
+belongs to another run (each run has an id, recorded in its meta.json and in every checkpoint).
 """
 
 from __future__ import annotations
@@ -13,29 +18,42 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import os
+import uuid
+import warnings
 from pathlib import Path
 from typing import IO, Any
 
+import yaml
+
 from rnnkit import __version__
 from rnnkit.checkpoint import (
+    BEST_LINK,
+    CHECKPOINT_LINK,
     META_FILE,
-    atomic_write_bytes,
+    STATE_FILE,
     atomic_write_text,
+    checkpoint_dir,
+    checkpoint_files,
+    clean_unpublished,
     finite_json,
-    save_checkpoint,
+    load_checkpoint,
+    load_state,
+    publish,
+    read_meta,
+    write_json,
 )
-from rnnkit.errors import CheckpointError, RunError, UsageError
+from rnnkit.errors import CheckpointError, RnnkitError, RnnkitWarning, RunError, UsageError
+from rnnkit.rundir import RunLock, claim_new_run_dir, prepare_run_dir
 from rnnkit.spec import RunSpec
+
+__all__ = ["prepare_run_dir", "train_run", "resolve_device", "load_weights", "RunInterrupted"]
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
-STATE_FILE = "state.pt"  # optimiser, schedule, RNG and loop counters; loaded with weights_only=True
-BEST_DIR = "best"
 
 #: How a finished run ended. ``solved``: early stop reached; ``plateau``: stopped without progress;
 #: ``max_steps``: ran its full budget; ``diverged``: the loss became NaN or infinite. A run stopped by
-#: Ctrl-C is ``interrupted``, which is not finished: a sweep runs it again.
+#: Ctrl-C is ``interrupted`` and one that raised is ``failed``: neither is finished, a sweep resumes it.
 FINISHED_STATUSES = ("solved", "plateau", "max_steps", "diverged")
 
 
@@ -43,7 +61,9 @@ class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C during a run; the weights so far and the run's status were saved in ``run_dir``."""
 
     def __init__(self, run_dir: Path, step: int, meta: dict[str, Any] | None = None) -> None:
-        super().__init__(f"interrupted at step {step}; weights so far saved in {run_dir}")
+        super().__init__(
+            f"interrupted at step {step}; saved in {run_dir} (continue with: rnnkit train --resume {run_dir})"
+        )
         self.run_dir = run_dir
         self.step = step
         self.meta = meta or {}
@@ -78,34 +98,60 @@ def resolve_device(requested: str) -> Any:
     return torch.device(requested)
 
 
-def prepare_run_dir(path: Path) -> Path:
-    """Create ``path`` (and parents), with a clear error when it cannot be written."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise RunError(f"cannot create run directory {path}: a file of that name is in the way")
+# ---------------------------------------------------------------------------------------------
+# What a run directory holds
+
+
+def read_record(run_dir: Path) -> dict[str, Any]:
+    """The run's record (its top-level meta.json), or {} if it has none or it cannot be read."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunError(f"cannot create run directory {path}: {exc.strerror or exc}") from exc
-    if not os.access(path, os.W_OK):
-        raise RunError(f"run directory {path} is not writable")
-    return path
+        return read_meta(Path(run_dir) / META_FILE)
+    except CheckpointError:
+        return {}
 
 
-def unique_run_dir(out_dir: str | Path, name: str) -> Path:
-    """``out_dir/name``, or ``name-2``, ``name-3``... if a run of that name already exists there."""
-    base = Path(out_dir) / name
-    candidate, n = base, 1
-    while candidate.exists() and any(candidate.iterdir()):
-        n += 1
-        candidate = base.with_name(f"{name}-{n}")
-    return candidate
+def saved_spec(run_dir: Path) -> dict[str, Any] | None:
+    """The resolved spec saved in ``run_dir`` (config.yaml), or None if there is none readable."""
+    try:
+        data = yaml.safe_load((Path(run_dir) / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def spec_differences(saved: dict[str, Any], planned: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two resolved specs (``out_dir`` is not the run's)."""
+    keys = [k for k in dict.fromkeys([*saved, *planned]) if not (prefix == "" and k == "out_dir")]
+    diffs = []
+    for key in keys:
+        a, b = saved.get(key), planned.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += spec_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            diffs.append(f"{prefix}{key} {a!r} -> {b!r}")
+    return diffs
+
+
+def finished_meta(run_dir: Path) -> dict[str, Any] | None:
+    """The metadata of ``run_dir``'s checkpoint if the run finished, else None."""
+    directory = checkpoint_dir(run_dir)
+    if directory is None:
+        return None
+    try:
+        meta = read_meta(directory / META_FILE)
+    except CheckpointError:
+        return None
+    return meta if meta.get("status") in FINISHED_STATUSES else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Saving
 
 
 class Checkpointer:
     """Training callback: the latest checkpoint every ``checkpoint_every`` steps (weights, meta and the
     trainer state for resume) and, after each evaluation that improves the validation loss, the best
-    weights in ``best/``."""
+    weights in ``best/``. Each is published whole, then the run's record is updated."""
 
     def __init__(self, run_dir: Path, model: Any, base_meta: dict[str, Any]) -> None:
         self.run_dir = run_dir
@@ -115,44 +161,51 @@ class Checkpointer:
     def meta(self, trainer: Any, status: str, **extra: Any) -> dict[str, Any]:
         return {**self.base_meta, "status": status, "steps": trainer.step, "seconds": trainer.seconds_so_far(), **extra}
 
-    def save(self, trainer: Any, meta: dict[str, Any], directory: Path | None = None) -> None:
+    def save(self, trainer: Any, meta: dict[str, Any]) -> None:
+        """Publish the latest checkpoint (with the trainer state), then record it as the run's state."""
         import torch
 
-        directory = directory or self.run_dir
-        if directory == self.run_dir:  # the state first: a weights file never points past its state
-            buffer = io.BytesIO()
-            torch.save(trainer.state_dict(), buffer)
-            atomic_write_bytes(directory / STATE_FILE, buffer.getvalue())
-        save_checkpoint(directory, self.model.state_dict(), meta)
+        buffer = io.BytesIO()
+        torch.save({"run_id": self.base_meta["run_id"], "trainer": trainer.state_dict()}, buffer)
+        files = {**checkpoint_files(self.model.state_dict(), meta), STATE_FILE: buffer.getvalue()}
+        publish(self.run_dir, CHECKPOINT_LINK, files)
+        write_json(self.run_dir / META_FILE, meta)
 
     def on_checkpoint(self, trainer: Any) -> None:
         self.save(trainer, self.meta(trainer, "running", best_accuracy=trainer.best_accuracy))
 
     def on_eval(self, trainer: Any, metrics: dict[str, float]) -> None:
         if metrics["loss"] < trainer.best_eval_loss:
-            best = prepare_run_dir(self.run_dir / BEST_DIR)
             eval_metrics = {f"eval_{k}": v for k, v in metrics.items()}
-            self.save(trainer, self.meta(trainer, "best", **eval_metrics), best)
+            files = checkpoint_files(self.model.state_dict(), self.meta(trainer, "best", **eval_metrics))
+            publish(self.run_dir, BEST_LINK, files)
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
 
 
 def train_run(
     spec: RunSpec,
-    run_dir: Path,
+    run_dir: Path | RunLock | None = None,
     *,
     progress: bool = False,
     threads: int | None = None,
     resume: bool = False,
     callbacks: list[Any] = (),
 ) -> dict[str, Any]:
-    """Train ``spec`` into ``run_dir``; returns the run's metadata (status, steps, accuracies, seconds).
+    """Train ``spec``; returns the run's metadata (status, steps, accuracies, seconds, ``run_dir``).
 
-    With ``resume``, the model and trainer state saved in ``run_dir`` are restored and training
-    continues to ``spec.train.max_steps`` exactly as if it had never stopped. On Ctrl-C the weights
-    and trainer state so far are saved with status ``interrupted`` and RunInterrupted is raised.
+    ``run_dir``: None claims a new directory ``spec.out_dir/spec.name`` (``-2``, ``-3`` ... if taken);
+    a path is locked for the run (RunLockedError if another process owns it); a RunLock the caller
+    holds is used as it is. A new run never overwrites another: the directory must hold no checkpoint
+    and no other spec. With ``resume``, the newest complete checkpoint is restored and training
+    continues to ``spec.train.max_steps`` exactly as if it had never stopped. On Ctrl-C the state so
+    far is saved with status ``interrupted`` and RunInterrupted is raised; on an error the run's
+    record says ``failed`` (its last checkpoint stays resumable) and the error propagates.
     """
     import torch
 
-    from rnnkit.checkpoint import load_checkpoint
     from rnnkit.progress import TrainingProgress
     from rnnkit.registry import get_model
     from rnnkit.tasks import task_types
@@ -166,62 +219,142 @@ def train_run(
     torch.manual_seed(spec.seed)
     task = task_type.factory(spec.task, device, spec.seed)  # loads data: fails before anything is written
     model = model_def.build(spec.model, **task.dims).to(device)
-    run_dir = prepare_run_dir(run_dir)
-    base_meta = {
-        "rnnkit_version": __version__,
-        "model": spec.model_name,
-        "model_task": task_type.model_task,
-        "task": spec.task_name,
-        "model_config": dataclasses.asdict(spec.model),
-        "task_dims": task.dims,
-        "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "device": str(device),
-        "spec": spec.to_dict(),
-        **(task.meta() if hasattr(task, "meta") else {}),
-    }
-    checkpointer = Checkpointer(run_dir, model, base_meta)
-    trainer = Trainer(model, task, spec.train)
-    if resume:
-        state_path = run_dir / STATE_FILE
-        if not state_path.is_file():
-            raise RunError(f"cannot resume {run_dir}: it has no {STATE_FILE} (was it trained by this version?)")
-        weights, saved = load_checkpoint(run_dir, device=str(device))
-        if "vocabulary" in base_meta and saved.get("vocabulary") != base_meta["vocabulary"]:
-            raise RunError(
-                f"cannot resume {run_dir}: the corpus now gives another vocabulary than the one it "
-                "was trained on (was task.text or the corpus changed?)"
-            )
-        load_weights(model, weights, f"cannot resume {run_dir}")
-        try:  # RNG states are CPU tensors: load on the CPU; the optimiser moves its state to the parameters
-            trainer.load_state_dict(torch.load(state_path, map_location="cpu", weights_only=True))
-        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
-            raise RunError(f"cannot resume {run_dir}: its trainer state does not match the spec ({exc})") from exc
-        if trainer.step != saved.get("steps"):
-            raise RunError(
-                f"cannot resume {run_dir}: weights (step {saved.get('steps')}) and trainer state "
-                f"(step {trainer.step}) disagree"
-            )
-        if saved.get("status") in FINISHED_STATUSES and trainer.step >= spec.train.max_steps:
-            raise RunError(
-                f"{run_dir} already finished at step {trainer.step} ({saved['status']}); "
-                f"resume with a larger train.max_steps to train on"
-            )
-        if trainer.step > spec.train.max_steps:
-            raise RunError(
-                f"cannot resume {run_dir} at step {trainer.step} with train.max_steps="
-                f"{spec.train.max_steps}: it is past that already"
-            )
-        _truncate_metrics(run_dir / METRICS_FILE, trainer.step)
-    else:
-        for stale in (METRICS_FILE, META_FILE, STATE_FILE):
-            (run_dir / stale).unlink(missing_ok=True)
+    owned = not isinstance(run_dir, RunLock)  # a lock the caller holds stays held
+    lock = _own(spec, run_dir)
+    try:
+        run_dir = lock.path
+        clean_unpublished(run_dir)
+        base_meta = {
+            "rnnkit_version": __version__,
+            "model": spec.model_name,
+            "model_task": task_type.model_task,
+            "task": spec.task_name,
+            "model_config": dataclasses.asdict(spec.model),
+            "task_dims": task.dims,
+            "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "device": str(device),
+            "spec": spec.to_dict(),
+            **(task.meta() if hasattr(task, "meta") else {}),
+        }
+        trainer = Trainer(model, task, spec.train)
+        if resume:
+            base_meta["run_id"] = restore(run_dir, spec, model, trainer, base_meta, device)
+        else:
+            base_meta["run_id"] = _start_fresh(run_dir, spec)
+        try:
+            return _train(spec, run_dir, model, task, trainer, base_meta, progress, callbacks, TrainingProgress)
+        except RnnkitError as exc:
+            _record_failure(run_dir, base_meta, trainer.step, str(exc))
+            raise
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:
+            _record_failure(run_dir, base_meta, trainer.step, f"{type(exc).__name__}: {exc}")
+            raise
+    finally:
+        if owned:
+            lock.release()
+
+
+def _own(spec: RunSpec, run_dir: Path | RunLock | None) -> RunLock:
+    if isinstance(run_dir, RunLock):
+        return run_dir
+    if run_dir is None:
+        return claim_new_run_dir(spec.out_dir, spec.name)
+    return RunLock.acquire(Path(run_dir))
+
+
+def _start_fresh(run_dir: Path, spec: RunSpec) -> str:
+    """Begin a new run in ``run_dir``: allowed when it holds no checkpoint and no other spec."""
+    if checkpoint_dir(run_dir) is not None:
+        raise RunError(
+            f"{run_dir} already holds a run; continue it with rnnkit train --resume {run_dir} "
+            "or choose another --name / --out-dir"
+        )
+    saved = saved_spec(run_dir)
+    if saved is not None and spec_differences(saved, spec.to_dict()):
+        raise RunError(
+            f"{run_dir} holds the spec of another run ({spec_differences(saved, spec.to_dict())[0]}); "
+            "choose another directory"
+        )
+    (run_dir / METRICS_FILE).unlink(missing_ok=True)  # what a run that failed before its first checkpoint logged
+    run_id = uuid.uuid4().hex
     atomic_write_text(run_dir / CONFIG_FILE, spec.to_yaml())
+    write_json(run_dir / META_FILE, {"run_id": run_id, "status": "running", "steps": 0, "spec": spec.to_dict()})
+    return run_id
+
+
+def restore(run_dir: Path, spec: RunSpec, model: Any, trainer: Any, base_meta: dict[str, Any], device: Any) -> str:
+    """Load the newest complete checkpoint of ``run_dir`` into ``model`` and ``trainer``, after checking
+    that it is this run's, that its parts agree and that there is training left; returns the run id."""
+    directory = checkpoint_dir(run_dir)
+    if directory is None:
+        raise RunError(
+            f"cannot resume {run_dir}: it has no checkpoint (it stopped before its first one); "
+            "start it again from its spec"
+        )
+    weights, saved = load_checkpoint(directory, device=str(device))
+    state = load_state(directory / STATE_FILE)
+    trainer_state = state.get("trainer", state)  # rnnkit 0.1 saved the trainer's state alone
+    run_id = str(saved.get("run_id") or read_record(run_dir).get("run_id") or uuid.uuid4().hex)
+    record_id = read_record(run_dir).get("run_id")
+    for where, other in (("the run's meta.json", record_id), (STATE_FILE, state.get("run_id"))):
+        if other is not None and saved.get("run_id") is not None and other != saved["run_id"]:
+            raise CheckpointError(
+                f"cannot resume {run_dir}: its checkpoint belongs to another run (run id "
+                f"{saved['run_id'][:8]} vs {other[:8]} in {where})"
+            )
+    if "vocabulary" in base_meta and saved.get("vocabulary") != base_meta["vocabulary"]:
+        raise RunError(
+            f"cannot resume {run_dir}: the corpus now gives another vocabulary than the one it "
+            "was trained on (was task.text or the corpus changed?)"
+        )
+    load_weights(model, weights, f"cannot resume {run_dir}")
+    try:  # RNG states are CPU tensors: loaded on the CPU; the optimiser moves its state to the parameters
+        trainer.load_state_dict(trainer_state)
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
+        raise RunError(f"cannot resume {run_dir}: its trainer state does not match the spec ({exc})") from exc
+    if trainer.step != saved.get("steps"):
+        raise CheckpointError(
+            f"cannot resume {run_dir}: weights (step {saved.get('steps')}) and trainer state "
+            f"(step {trainer.step}) disagree"
+        )
+    if saved.get("status") in FINISHED_STATUSES and trainer.step >= spec.train.max_steps:
+        raise RunError(
+            f"{run_dir} already finished at step {trainer.step} ({saved['status']}); "
+            f"resume with a larger train.max_steps to train on"
+        )
+    if trainer.step > spec.train.max_steps:
+        raise RunError(
+            f"cannot resume {run_dir} at step {trainer.step} with train.max_steps="
+            f"{spec.train.max_steps}: it is past that already"
+        )
+    if saved.get("status") in FINISHED_STATUSES:
+        trainer.stopping = None  # a finished run given more steps trains on
+    _truncate_metrics(run_dir / METRICS_FILE, trainer.step)
+    atomic_write_text(run_dir / CONFIG_FILE, spec.to_yaml())
+    return run_id
+
+
+def _train(
+    spec: RunSpec,
+    run_dir: Path,
+    model: Any,
+    task: Any,
+    trainer: Any,
+    base_meta: dict[str, Any],
+    progress: bool,
+    callbacks: list[Any],
+    progress_bar: Any,
+) -> dict[str, Any]:
+    resume = trainer.step > 0 or trainer.eval_pending or trainer.stopping is not None
     for cb in callbacks:
         getattr(cb, "on_start", lambda *a: None)(spec, run_dir, resume)
+    checkpointer = Checkpointer(run_dir, model, base_meta)
     metrics = MetricsWriter(run_dir / METRICS_FILE)
     try:
         per_step = getattr(task, "units_per_step", None)
-        with TrainingProgress(
+        with progress_bar(
             spec.train.max_steps,
             spec.name,
             enabled=progress,
@@ -236,7 +369,15 @@ def train_run(
     checkpointer.save(trainer, meta)
     if result.status == "interrupted":
         raise RunInterrupted(run_dir, result.steps, meta)
-    return meta
+    return {**meta, "run_dir": str(run_dir)}
+
+
+def _record_failure(run_dir: Path, base_meta: dict[str, Any], step: int, error: str) -> None:
+    """Mark the run failed in its record; its last checkpoint, if any, stays as it is (resumable)."""
+    try:
+        write_json(run_dir / META_FILE, {**base_meta, "status": "failed", "steps": step, "error": error})
+    except OSError:
+        pass  # the disk that failed the run may refuse this too; the error itself still propagates
 
 
 def load_weights(model: Any, state: dict[str, Any], what: str) -> None:
@@ -259,13 +400,39 @@ def load_weights(model: Any, state: dict[str, Any], what: str) -> None:
     model.load_state_dict(state)
 
 
+def read_metrics(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The records of a metrics.jsonl and how many lines were unreadable (a kill mid-write leaves a
+    partial last line)."""
+    records, bad = [], 0
+    try:
+        lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return [], 0
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            bad += 1
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            bad += 1
+    return records, bad
+
+
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop records logged after ``step`` (they belong to training that the checkpoint does not hold)."""
+    """Drop records logged after ``step`` (training the checkpoint does not hold) and unreadable lines."""
     if not path.is_file():
         return
-    kept = [
-        line
-        for line in path.read_text(encoding="utf-8").splitlines()
-        if line.strip() and json.loads(line).get("step", 0) <= step
-    ]
-    atomic_write_text(path, "".join(line + "\n" for line in kept))
+    records, bad = read_metrics(path)
+    if bad:
+        warnings.warn(
+            f"{path}: dropped {bad} unreadable line{'s' if bad > 1 else ''} (a write cut short by a crash)",
+            RnnkitWarning,
+            stacklevel=2,
+        )
+    kept = [r for r in records if isinstance(r.get("step", 0), int) and r.get("step", 0) <= step]
+    atomic_write_text(path, "".join(json.dumps(finite_json(r), allow_nan=False) + "\n" for r in kept))

@@ -12,26 +12,33 @@ recorded (status ``failed`` with its error) and the sweep goes on.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 import signal
+import threading
+import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from rnnkit.errors import RnnkitError, UsageError
-from rnnkit.runner import FINISHED_STATUSES
+from rnnkit.checkpoint import META_FILE, atomic_write_text, checkpoint_dir, write_json
+from rnnkit.errors import RnnkitError, RunError, UsageError
+from rnnkit.rundir import RunLock, is_locked, lock_owner, prepare_run_dir
+from rnnkit.runner import (
+    RunInterrupted,
+    finished_meta,
+    read_record,
+    saved_spec,
+    spec_differences,
+    train_run,
+)
 from rnnkit.spec import RunSpec, load_yaml, parse_override, resolve_spec
+from rnnkit.workers import WorkerPool
 
 RESULTS_FILE = "results.csv"
 FIGURE_FILE = "accuracy_vs_length.png"
-FAILED_FILE = "failed.json"
 RESULT_COLUMNS = (
     "model",
     "length",
@@ -44,6 +51,11 @@ RESULT_COLUMNS = (
     "run_dir",
     "error",
 )
+
+
+#: Most lengths, and most runs, one sweep may plan (each run is a directory and a training run).
+MAX_LENGTHS = 10_000
+MAX_RUNS = 100_000
 
 
 def parse_lengths(text: str) -> list[int]:
@@ -61,6 +73,8 @@ def parse_lengths(text: str) -> list[int]:
             raise UsageError(f"invalid lengths '{part}': the range runs backwards (did you mean {stop}-{start}?)")
         if step < 1:
             raise UsageError(f"invalid lengths '{part}': the step must be at least 1")
+        if len(lengths) + (stop - start) // step + 1 > MAX_LENGTHS:
+            raise UsageError(f"invalid lengths '{text}': more than {MAX_LENGTHS:,} lengths in one sweep")
         lengths.extend(range(start, stop + 1, step))
     if min(lengths) < 2:
         raise UsageError(f"invalid lengths '{text}': a palindrome needs length at least 2")
@@ -101,6 +115,12 @@ class SweepPlan:
     def __post_init__(self) -> None:
         if self.seeds < 1:
             raise UsageError(f"--seeds must be at least 1, got {self.seeds}")
+        total = len(self.models) * len(self.lengths) * self.seeds
+        if total > MAX_RUNS:
+            raise UsageError(
+                f"the sweep would plan {total:,} runs ({len(self.models)} models x {len(self.lengths)} lengths x "
+                f"{self.seeds} seeds); at most {MAX_RUNS:,} runs per sweep"
+            )
         self.out = Path(self.out)
         _check_not_controlled([parse_override(o)[0] for o in self.overrides], "-s")
         for length, values in self.per_length.items():
@@ -191,59 +211,76 @@ def plan_sweep(
 
 def finished_result(run_dir: Path, spec: RunSpec) -> dict[str, Any] | None:
     """The recorded result of ``run_dir`` if it finished the same resolved spec, else None."""
-    from rnnkit.checkpoint import META_FILE, read_meta
-    from rnnkit.runner import CONFIG_FILE
+    saved = saved_spec(run_dir)
+    if saved is None or spec_differences(saved, spec.to_dict()):
+        return None
+    return finished_meta(run_dir)
 
-    meta_path, config_path = run_dir / META_FILE, run_dir / CONFIG_FILE
-    if not (meta_path.is_file() and config_path.is_file()):
-        return None
-    try:
-        meta = read_meta(meta_path)
-        saved = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-    except (RnnkitError, OSError, yaml.YAMLError):
-        return None
-    planned = spec.to_dict()
-    same_spec = isinstance(saved, dict) and {**saved, "out_dir": None} == {**planned, "out_dir": None}
-    return meta if same_spec and meta.get("status") in FINISHED_STATUSES else None
+
+def check_no_conflicts(out: Path, runs: list[tuple[str, int, int, RunSpec]]) -> None:
+    """Refuse a sweep whose run directories hold runs of other specs: a sweep never overwrites a run."""
+    conflicts = []
+    for _, _, _, spec in runs:
+        saved = saved_spec(out / spec.name)
+        if saved is not None:
+            diffs = spec_differences(saved, spec.to_dict())
+            if diffs:
+                conflicts.append((spec.name, diffs))
+    if conflicts:
+        name, diffs = conflicts[0]
+        more = f" and {len(conflicts) - 1} more" if len(conflicts) > 1 else ""
+        raise UsageError(
+            f"{out / name}{more} hold runs of another spec ({'; '.join(diffs[:2])}); a sweep never overwrites "
+            f"runs: use another --out, or delete those runs"
+        )
 
 
 _in_run = False
 
 
-def _worker_sigint(signum: int, frame: Any) -> None:
-    # Ctrl-C reaches every worker; only one that is training should stop (and save), idle ones ignore it.
+def _worker_signal(signum: int, frame: Any) -> None:
+    # Ctrl-C reaches every worker of the terminal's process group; only one that is training stops
+    # (and saves), an idle one leaves the decision to the sweep. SIGTERM to an idle worker ends it.
     if _in_run:
         raise KeyboardInterrupt
+    if signum == signal.SIGTERM:
+        raise SystemExit(128 + signum)
 
 
 def _worker_init() -> None:
-    signal.signal(signal.SIGINT, _worker_sigint)
+    signal.signal(signal.SIGINT, _worker_signal)
+    signal.signal(signal.SIGTERM, _worker_signal)
 
 
 def _run_in_worker(spec_dict: dict[str, Any], run_dir: str, threads: int) -> dict[str, Any]:
-    """Runs in a worker process; returns the run's meta (status ``interrupted`` after Ctrl-C)."""
-    from rnnkit.runner import RunInterrupted
-
+    """One run in a worker process; its meta comes back as the answer, errors included (as text)."""
     global _in_run
     _in_run = True
     try:
         spec = resolve_spec(spec_dict, default_name=spec_dict["name"])
-        return _run_one(spec, Path(run_dir), threads)
+        return run_one(spec, Path(run_dir), threads)
     except RunInterrupted as exc:
         return exc.meta
     except KeyboardInterrupt:
         return {"status": "interrupted"}
-    except Exception as exc:  # re-raised as a plain error: it must cross the process boundary
-        raise RunFailed(_describe_error(exc)) from None
+    except Exception as exc:  # a failed run is an answer like any other
+        return {"status": "failed", "error": _describe_error(exc)}
     finally:
         _in_run = False
 
 
-def _run_one(spec: RunSpec, run_dir: Path, threads: int | None) -> dict[str, Any]:
-    from rnnkit.runner import train_run
-
-    (run_dir / FAILED_FILE).unlink(missing_ok=True)
-    return train_run(spec, run_dir, progress=False, threads=threads)
+def run_one(spec: RunSpec, run_dir: Path, threads: int | None) -> dict[str, Any]:
+    """Do what is left of one planned run, under its lock: nothing if it finished (``skipped``), resume
+    it from its checkpoint, or start it. ``{"status": "busy"}`` if another process owns it."""
+    lock = RunLock.try_acquire(run_dir)
+    if lock is None:
+        return {"status": "busy", "owner": lock_owner(run_dir)}
+    with lock:
+        done = finished_result(run_dir, spec)
+        if done is not None:
+            return {**done, "skipped": True}
+        resume = checkpoint_dir(run_dir) is not None
+        return train_run(spec, lock, progress=False, threads=threads, resume=resume)
 
 
 def _row(
@@ -260,7 +297,7 @@ def _row(
         "steps": meta.get("steps", ""),
         "seconds": round(meta["seconds"], 2) if "seconds" in meta else "",
         "run_dir": str(run_dir),
-        "error": error,
+        "error": error or meta.get("error", ""),
     }
 
 
@@ -269,10 +306,6 @@ def _blank_none(value: Any) -> Any:
 
 
 def write_results(out: Path, rows: list[dict[str, Any]]) -> Path:
-    import io
-
-    from rnnkit.checkpoint import atomic_write_text
-
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=RESULT_COLUMNS)
     writer.writeheader()
@@ -284,8 +317,6 @@ def write_results(out: Path, rows: list[dict[str, Any]]) -> Path:
 
 def read_results(path: Path) -> list[dict[str, Any]]:
     """Rows of a sweep's results.csv with numbers parsed (empty cells stay None)."""
-    from rnnkit.errors import RunError
-
     try:
         with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
@@ -302,7 +333,12 @@ def read_results(path: Path) -> list[dict[str, Any]]:
 
 
 class SweepInterrupted(KeyboardInterrupt):
-    """Ctrl-C during a sweep: finished runs and results.csv are kept; re-running completes it."""
+    """Ctrl-C or SIGTERM during a sweep: finished runs and results.csv are kept, interrupted runs keep
+    their last checkpoint; running the same command again completes the sweep."""
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def run_sweep(
@@ -314,152 +350,183 @@ def run_sweep(
     """Run every planned run not already finished; returns the rows of results.csv.
 
     ``on_result(row, skipped)`` is called as each run finishes (or is found finished); ``runs`` are
-    the plan's resolved runs when the caller has them already.
+    the plan's resolved runs when the caller has them already. Runs that another live process owns
+    (another sweep on the same directory, on this machine or another) are left to it and picked up
+    only if it stops before finishing them. SIGTERM stops the sweep like Ctrl-C.
     """
-    from rnnkit.runner import prepare_run_dir
-
     runs = runs if runs is not None else plan.run_specs()
     prepare_run_dir(plan.out)
+    check_no_conflicts(plan.out, runs)
     workers = max(1, workers)
     threads = max(1, (os.cpu_count() or 1) // workers)
-    rows: dict[int, dict[str, Any]] = {}
-    todo: list[int] = []
-    for i, (model, length, seed, spec) in enumerate(runs):
-        run_dir = plan.out / spec.name
-        meta = finished_result(run_dir, spec)
-        rows[i] = _row(model, length, seed, run_dir, meta)
-        if meta is not None:
-            if on_result:
-                on_result(rows[i], True)
-        else:
-            todo.append(i)
+    rows = {i: _row(m, t, s, plan.out / spec.name, None) for i, (m, t, s, spec) in enumerate(runs)}
+    write_failures: list[str] = []
 
     def ordered() -> list[dict[str, Any]]:
         return [rows[i] for i in range(len(runs))]
 
-    def record(i: int, meta: dict[str, Any] | None, error: str = "") -> None:
+    def save_results() -> None:
+        try:
+            write_results(plan.out, ordered())
+        except OSError as exc:  # a full disk must not stop the sweep: the rows are kept and written later
+            write_failures.append(f"{plan.out / RESULTS_FILE}: {exc.strerror or exc}")
+
+    def record(i: int, meta: dict[str, Any], skipped: bool = False) -> None:
         model, length, seed, spec = runs[i]
         run_dir = plan.out / spec.name
-        if error:
-            from rnnkit.checkpoint import write_json
-
-            try:
-                write_json(run_dir / FAILED_FILE, {"error": error})
-            except OSError:
-                pass
-        rows[i] = _row(model, length, seed, run_dir, meta, error)
-        write_results(plan.out, ordered())
+        if meta.get("status") == "failed" and "worker process died" in meta.get("error", ""):
+            record_failure(run_dir, meta["error"])
+        rows[i] = _row(model, length, seed, run_dir, meta)
+        save_results()
         if on_result:
-            on_result(rows[i], False)
+            on_result(rows[i], skipped)
 
-    write_results(plan.out, ordered())
-    if workers == 1:
-        interrupted = _run_serial(runs, todo, plan.out, threads, record)
-    else:
-        interrupted = _run_parallel(runs, todo, plan.out, workers, threads, record)
-    write_results(plan.out, ordered())
+    todo = []
+    for i, (_, _, _, spec) in enumerate(runs):
+        meta = finished_result(plan.out / spec.name, spec)
+        if meta is not None:
+            rows[i] = _row(*runs[i][:3], plan.out / spec.name, meta)
+            if on_result:
+                on_result(rows[i], True)
+        else:
+            todo.append(i)
+    save_results()
+    previous_term = None
+    if threading.current_thread() is threading.main_thread():
+        previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        interrupted = _Scheduler(runs, todo, plan.out, workers, threads, record).run()
+    finally:
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
+    save_results()
     if interrupted:
         raise SweepInterrupted(
             f"sweep interrupted; finished runs are kept in {plan.out}: run the same command again to finish it"
         )
+    if write_failures:
+        raise RunError(f"could not write the sweep's results: {write_failures[-1]}")
     return ordered()
 
 
-def _run_serial(
-    runs: list[tuple[str, int, int, RunSpec]], todo: list[int], out: Path, threads: int, record: Callable[..., None]
-) -> bool:
-    """Runs in this process, one after another; True if Ctrl-C stopped them."""
-    from rnnkit.runner import RunInterrupted
+class _Scheduler:
+    """Hands the runs left to do to this process (``workers`` = 1) or to a WorkerPool; a run another
+    process owns waits until its lock is free. ``run()`` returns True if interrupted."""
 
-    for i in todo:
-        spec = runs[i][3]
+    def __init__(
+        self,
+        runs: list[tuple[str, int, int, RunSpec]],
+        todo: list[int],
+        out: Path,
+        workers: int,
+        threads: int,
+        record: Callable[..., None],
+    ) -> None:
+        self.runs, self.out, self.workers, self.threads, self.record = runs, out, workers, threads, record
+        # popped from the end: in plan order in this process, longest sequences first across workers
+        self.pending = list(reversed(todo)) if workers == 1 else sorted(todo, key=lambda i: runs[i][1])
+        self.elsewhere: list[int] = []  # owned by another process right now
+
+    def _dir(self, i: int) -> Path:
+        return self.out / self.runs[i][3].name
+
+    def _next(self) -> int | None:
+        """The next run to start, or None; runs another process owns are set aside."""
+        while self.pending:
+            i = self.pending.pop()
+            if is_locked(self._dir(i)):
+                self.elsewhere.append(i)
+                continue
+            return i
+        return None
+
+    def _answer(self, i: int, meta: dict[str, Any]) -> bool:
+        """Record one run's answer; True if it was interrupted."""
+        if meta.get("status") == "busy":
+            self.elsewhere.append(i)
+            return False
+        self.record(i, meta, bool(meta.pop("skipped", False)))
+        return meta.get("status") == "interrupted"
+
+    def _recheck_elsewhere(self) -> None:
+        """Runs whose owner has let go (finished or died) go back to the queue."""
+        free = [i for i in self.elsewhere if not is_locked(self._dir(i))]
+        self.elsewhere = [i for i in self.elsewhere if i not in free]
+        self.pending.extend(free)
+
+    def run(self) -> bool:
+        return self._serial() if self.workers == 1 else self._parallel()
+
+    def _serial(self) -> bool:
+        while self.pending or self.elsewhere:
+            i = self._next()
+            if i is None:
+                time.sleep(OTHERS_POLL_S)
+                self._recheck_elsewhere()
+                continue
+            spec = self.runs[i][3]
+            try:
+                meta = run_one(spec, self._dir(i), self.threads)
+            except RunInterrupted as exc:
+                meta = exc.meta
+            except KeyboardInterrupt:
+                meta = {"status": "interrupted"}
+            except Exception as exc:  # a failed run is recorded; the sweep goes on
+                meta = {"status": "failed", "error": _describe_error(exc)}
+            if self._answer(i, meta):
+                return True
+        return False
+
+    def _parallel(self) -> bool:
+        pool = WorkerPool(self.workers, initializer=_worker_init)
+        interrupted = False
         try:
-            record(i, _run_one(spec, out / spec.name, threads))
-        except RunInterrupted as exc:
-            record(i, exc.meta)
-            return True
-        except KeyboardInterrupt:
-            record(i, {"status": "interrupted"})
-            return True
-        except Exception as exc:  # a failed run is recorded; the sweep goes on
-            record(i, None, _describe_error(exc))
-    return False
+            while (not interrupted and (self.pending or self.elsewhere)) or pool.in_flight():
+                while not interrupted and pool.idle() and (i := self._next()) is not None:
+                    spec = self.runs[i][3]
+                    pool.submit(i, _run_in_worker, spec.to_dict(), str(self._dir(i)), self.threads)
+                if not pool.in_flight():
+                    time.sleep(OTHERS_POLL_S)
+                    self._recheck_elsewhere()
+                    continue
+                try:
+                    outcomes = pool.wait(timeout=OTHERS_POLL_S if self.elsewhere else None)
+                except KeyboardInterrupt:
+                    if interrupted:  # a second Ctrl-C: stop now; each run keeps its last checkpoint
+                        for i in pool.in_flight():
+                            self.record(i, {"status": "interrupted"})
+                        pool.signal_busy(signal.SIGKILL)
+                        return True
+                    interrupted = True
+                    pool.signal_busy(signal.SIGTERM)  # each saves its run and answers
+                    continue
+                for outcome in outcomes:
+                    meta = outcome.value if outcome.ok else {"status": "failed", "error": outcome.error}
+                    interrupted = self._answer(outcome.key, meta) or interrupted
+                self._recheck_elsewhere()
+        finally:
+            pool.close()
+        return interrupted
 
 
-def _signal_workers(executor: ProcessPoolExecutor, terminate: bool = False) -> None:
-    for process in list(getattr(executor, "_processes", {}).values()):
+#: Seconds between looks at runs that another process owns.
+OTHERS_POLL_S = 1.0
+
+
+def record_failure(run_dir: Path, error: str) -> None:
+    """Mark ``run_dir`` failed in its record (when no live process owns it); its checkpoint is kept."""
+    lock = RunLock.try_acquire(run_dir) if run_dir.is_dir() else None
+    if lock is None:
+        return
+    with lock:
         try:
-            process.terminate() if terminate else os.kill(process.pid, signal.SIGINT)
-        except (OSError, ValueError):
+            write_json(run_dir / META_FILE, {**read_record(run_dir), "status": "failed", "error": error})
+        except OSError:
             pass
 
 
-def _new_pool(workers: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init)
-
-
-def _run_parallel(
-    runs: list[tuple[str, int, int, RunSpec]],
-    todo: list[int],
-    out: Path,
-    workers: int,
-    threads: int,
-    record: Callable[..., None],
-) -> bool:
-    """Runs in ``workers`` processes, longest first; True if Ctrl-C stopped them.
-
-    Ctrl-C reaches the workers too: each saves its run as interrupted and returns, and this waits for
-    them so that every run directory is left complete.
-    """
-    pending = sorted(todo, key=lambda i: runs[i][1])  # popped from the end: longest sequences first
-    executor = _new_pool(workers)
-    in_flight: dict[Future, int] = {}
-    interrupted = False
-    try:
-        while (pending and not interrupted) or in_flight:
-            while pending and not interrupted and len(in_flight) < workers:
-                i = pending.pop()
-                spec = runs[i][3]
-                in_flight[executor.submit(_run_in_worker, spec.to_dict(), str(out / spec.name), threads)] = i
-            try:
-                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-            except KeyboardInterrupt:
-                if interrupted:  # a second Ctrl-C: stop the workers now
-                    _signal_workers(executor, terminate=True)
-                    return True
-                interrupted = True
-                _signal_workers(executor)  # they save their runs and return (Ctrl-C may not have reached them)
-                continue
-            broken = ""
-            for future in done:
-                i = in_flight.pop(future)
-                try:
-                    meta = future.result()
-                except BrokenProcessPool as exc:
-                    broken = f"worker process died: {exc}"
-                    record(i, None, broken)
-                except Exception as exc:  # a failed run is recorded; the sweep goes on
-                    record(i, None, _describe_error(exc))
-                else:
-                    interrupted = interrupted or meta.get("status") == "interrupted"
-                    record(i, meta)
-            if broken:  # every run still in the dead pool failed with it; start a fresh pool
-                for i in in_flight.values():
-                    record(i, None, broken)
-                in_flight.clear()
-                executor.shutdown(wait=False, cancel_futures=True)
-                executor = _new_pool(workers)
-    finally:
-        executor.shutdown(wait=True, cancel_futures=True)
-    return interrupted
-
-
-class RunFailed(Exception):
-    """A run's error, described in the worker (so it crosses the process boundary as text)."""
-
-
 def _describe_error(exc: BaseException) -> str:
-    text = str(exc) if isinstance(exc, (RunFailed, RnnkitError)) else f"{type(exc).__name__}: {exc}"
+    text = str(exc) if isinstance(exc, RnnkitError) else f"{type(exc).__name__}: {exc}"
     return text.replace("\n", " ")[:500]
 
 

@@ -5,8 +5,10 @@ The loop knows nothing about the model or the data: a task hands it fresh batche
 logged record (``metrics.jsonl``), every evaluation (best checkpoint), every sample and every
 checkpoint point. The loop's whole state (step, optimiser, schedule, random generators, stopping
 counters) round-trips through ``state_dict`` so a resumed run continues exactly as if never stopped.
-Ctrl-C (or SIGTERM) finishes the step in flight, then ends the loop with status ``interrupted``; a
-second Ctrl-C stops at once.
+Ctrl-C (or SIGTERM) finishes the step in flight, then ends the loop with status ``interrupted``. A
+second Ctrl-C stops at once unless it lands inside a training step (which always completes, so the
+saved state is a state the uninterrupted run also went through); an evaluation it cuts short is
+remembered as pending and done first on resume, with the random state it would have had.
 """
 
 from __future__ import annotations
@@ -94,17 +96,19 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.
 
 class _StopOnSignal:
     """While active, the first Ctrl-C (SIGINT) or SIGTERM asks the loop to stop after the current step
-    (so the run is saved whole); a second Ctrl-C interrupts at once. Installed even where SIGINT was
-    ignored (a job started in the background), so ``kill -INT`` stops a run cleanly too."""
+    (so the run is saved whole); a second Ctrl-C interrupts at once, except inside a training step
+    (``critical``), which always completes. Installed even where SIGINT was ignored (a job started in
+    the background), so ``kill -INT`` stops a run cleanly too."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.requested = False
+        self.critical = False  # inside a training step: a second Ctrl-C waits for its end
         self.previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested and signum == signal.SIGINT:
+        if self.requested and signum == signal.SIGINT and not self.critical:
             raise KeyboardInterrupt
         self.requested = True
 
@@ -139,6 +143,10 @@ class Trainer:
         self._start = time.perf_counter()
         self._running = False
         self._sums: dict[str, float] = {"loss": 0.0, "accuracy": 0.0, "grad_norm": 0.0, "n": 0}
+        #: an evaluation due at ``step`` that a second Ctrl-C cut short: done first when resumed
+        self.eval_pending = False
+        #: the status a run had stopped with when its final evaluation was cut short (resume finishes it)
+        self.stopping: str | None = None
 
     def seconds_so_far(self) -> float:
         """Training seconds of this run so far, earlier processes included (resume)."""
@@ -160,6 +168,8 @@ class Trainer:
             "window": list(self._window),
             "plateau": [self._plateau_best, self._plateau_step],
             "log_sums": dict(self._sums),
+            "eval_pending": self.eval_pending,
+            "stopping": self.stopping or "",
             **({"cuda_rng": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {}),
         }
 
@@ -175,6 +185,8 @@ class Trainer:
         self._window.extend(state["window"])
         self._plateau_best, self._plateau_step = float(state["plateau"][0]), int(state["plateau"][1])
         self._sums.update(state.get("log_sums", {}))
+        self.eval_pending = bool(state.get("eval_pending", False))
+        self.stopping = state.get("stopping") or None
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
 
@@ -197,9 +209,22 @@ class Trainer:
         return loss.item(), correct.item() / y.numel(), float(grad_norm)
 
     def evaluate(self) -> dict[str, float]:
-        """Evaluate, log ``eval_*`` metrics, and tell the callbacks (best checkpoints)."""
-        metrics = self.task.evaluate(self.model, self.cfg.batch_size, self.cfg.eval_batches)
-        self.model.train()
+        """Evaluate, log ``eval_*`` metrics, and tell the callbacks (best checkpoints).
+
+        Cut short by Ctrl-C, it restores the random state it started from and leaves ``eval_pending``
+        set, so that the saved state repeats this evaluation exactly when the run is resumed.
+        """
+        rng = self.task.rng_state(), torch.get_rng_state()
+        self.eval_pending = True
+        try:
+            metrics = self.task.evaluate(self.model, self.cfg.batch_size, self.cfg.eval_batches)
+        except KeyboardInterrupt:
+            self.task.set_rng_state(rng[0])
+            torch.set_rng_state(rng[1])
+            raise
+        finally:
+            self.model.train()
+        self.eval_pending = False
         self._log({"step": self.step, **{f"eval_{k}": v for k, v in metrics.items()}})
         self._emit("on_eval", self, metrics)
         self.best_eval_loss = min(self.best_eval_loss, metrics["loss"])
@@ -236,8 +261,11 @@ class Trainer:
 
         try:
             with _StopOnSignal() as stop:
-                while self.step < cfg.max_steps:
+                if self.eval_pending and self.stopping is None:  # cut short before the last save
+                    self.evaluate()
+                while self.stopping is None and self.step < cfg.max_steps:
                     lr = self.optimizer.param_groups[0]["lr"]
+                    stop.critical = True
                     loss, acc, grad_norm = self.train_step()
                     self.step += 1
                     window.append(acc)
@@ -254,6 +282,7 @@ class Trainer:
                     self._emit("on_step", self.step, loss, windowed, (self.step - first_step) / now if now else 0.0)
                     if self.step % cfg.log_every == 0:
                         flush_log(lr)
+                    stop.critical = False
                     if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
                         self.evaluate()
                     if cfg.sample_every and self.step % cfg.sample_every == 0 and hasattr(self.task, "sample"):
@@ -276,13 +305,18 @@ class Trainer:
                         break
         except KeyboardInterrupt:
             status = "interrupted"
+        if self.stopping is not None:  # resumed after a cut-short final evaluation
+            status = self.stopping
         if status != "interrupted":
             flush_log(self.optimizer.param_groups[0]["lr"])
+            self.stopping = status
             try:
                 with _StopOnSignal():
                     final = self.evaluate()
             except KeyboardInterrupt:  # a second Ctrl-C during the final evaluation
                 status = "interrupted"
+            else:
+                self.stopping = None
         self.elapsed += time.perf_counter() - start
         self._running = False
         if status == "interrupted":

@@ -69,7 +69,8 @@ def test_train_end_to_end_and_plot(tmp_path):
     assert result.exit_code == 0, result.output
     run_dir = tmp_path / "palindrome-lstm"
     assert str(run_dir) in result.stdout and "steps" in result.stdout
-    assert {"config.yaml", "metrics.jsonl", "model.safetensors", "meta.json"} <= {p.name for p in run_dir.iterdir()}
+    assert {"config.yaml", "metrics.jsonl", "checkpoint", "meta.json"} <= {p.name for p in run_dir.iterdir()}
+    assert (run_dir / "checkpoint" / "model.safetensors").is_file()
     assert json.loads((run_dir / "meta.json").read_text())["steps"] == 20
 
     again = run("train", "examples/palindrome-lstm.yaml", *TINY, "--out-dir", str(tmp_path), "--no-progress")

@@ -41,7 +41,7 @@ def test_run_directory(lm_run):
     records = [json.loads(line) for line in (lm_run / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in records if "eval_bpc" in r]
     assert [r["step"] for r in evals] == [10, 20, 30]
-    assert (lm_run / "state.pt").is_file() and (lm_run / "best" / "model.safetensors").is_file()
+    assert (lm_run / "checkpoint" / "state.pt").is_file() and (lm_run / "best" / "model.safetensors").is_file()
 
 
 def test_sample_goes_to_stdout(lm_run):
@@ -53,7 +53,7 @@ def test_sample_goes_to_stdout(lm_run):
 
 
 def test_sample_temperature_table(lm_run):
-    result = run("sample", str(lm_run / "model.safetensors"), "--temperatures", "0,0.5,1", "--length", "30")
+    result = run("sample", str(lm_run / "checkpoint" / "model.safetensors"), "--temperatures", "0,0.5,1", "--length", "30")
     lines = result.stdout.splitlines()
     assert result.exit_code == 0 and len(lines) == 3 and lines[0].startswith("T=0 ")
 

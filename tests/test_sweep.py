@@ -62,18 +62,17 @@ def test_sweep_writes_results_and_resumes(tmp_path):
         ("lstm", 5, 0),
     ]
     assert all(r["status"] == "max_steps" and r["steps"] == 12 and 0 <= r["best_accuracy"] <= 1 for r in saved)
-    assert (tmp_path / "sweep" / "rnn-T04-s0" / "model.safetensors").is_file()
+    assert (tmp_path / "sweep" / "rnn-T04-s0" / "checkpoint" / "model.safetensors").is_file()
 
     seen.clear()
     run_sweep(_plan(tmp_path), workers=1, on_result=lambda row, skipped: seen.append(skipped))
     assert seen == [True] * 4  # everything finished is skipped
 
-    # a changed spec is not "the same run": it runs again
-    seen.clear()
-    run_sweep(
-        _plan(tmp_path, overrides=["train.max_steps=8"]), workers=1, on_result=lambda row, skipped: seen.append(skipped)
-    )
-    assert seen == [False] * 4
+    # a changed spec is not "the same run", and a sweep never overwrites a run: refused, nothing touched
+    before = (tmp_path / "sweep" / "results.csv").read_text()
+    with pytest.raises(UsageError, match=r"rnn-T04-s0 and 3 more hold runs of another spec \(train.max_steps 12 -> 8\)"):
+        run_sweep(_plan(tmp_path, overrides=["train.max_steps=8"]), workers=1)
+    assert (tmp_path / "sweep" / "results.csv").read_text() == before
 
 
 def test_per_length_overrides(tmp_path):
@@ -85,20 +84,20 @@ def test_per_length_overrides(tmp_path):
 def test_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
     import rnnkit.sweep as sweep_module
 
-    original = sweep_module._run_one
+    original = sweep_module.run_one
 
     def flaky(spec, run_dir, threads):
         if spec.task.length == 4 and spec.model_name == "rnn":
             raise RuntimeError("simulated crash")
         return original(spec, run_dir, threads)
 
-    monkeypatch.setattr(sweep_module, "_run_one", flaky)
+    monkeypatch.setattr(sweep_module, "run_one", flaky)
     rows = run_sweep(_plan(tmp_path), workers=1)
     by_key = {(r["model"], r["length"]): r for r in rows}
     assert by_key[("rnn", 4)]["status"] == "failed" and "simulated crash" in by_key[("rnn", 4)]["error"]
     assert all(by_key[k]["status"] == "max_steps" for k in by_key if k != ("rnn", 4))
 
-    monkeypatch.setattr(sweep_module, "_run_one", original)
+    monkeypatch.setattr(sweep_module, "run_one", original)
     done = []
     run_sweep(_plan(tmp_path), workers=1, on_result=lambda row, skipped: done.append((row["model"], skipped)))
     assert done.count(("rnn", False)) == 1  # only the failed run runs again

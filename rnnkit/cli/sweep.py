@@ -43,7 +43,8 @@ def sweep(
     from rnnkit.errors import RunError
     from rnnkit.plotting import save_figure, sweep_figure
     from rnnkit.progress import CountProgress
-    from rnnkit.runner import prepare_run_dir, resolve_device
+    from rnnkit.rundir import prepare_run_dir
+    from rnnkit.runner import resolve_device
     from rnnkit.sweep import FIGURE_FILE, plan_sweep, run_sweep
 
     plan, n_workers = plan_sweep(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -64,13 +65,11 @@ def train(
 ) -> None:
     """Train a model from a run spec into runs/<name>/ (config, metrics.jsonl, weights); Ctrl-C saves."""
     from rnnkit.errors import UsageError
-    from rnnkit.runner import CONFIG_FILE, train_run, unique_run_dir
+    from rnnkit.runner import CONFIG_FILE, train_run
     from rnnkit.spec import load_spec
 
-    if data_dir is not None:
-        if not data_dir.is_dir():
-            raise UsageError(f"--data-dir {data_dir} is not a directory")
-        os.environ["RNNKIT_DATA_DIR"] = str(data_dir)
+    if data_dir is not None and not data_dir.is_dir():
+        raise UsageError(f"--data-dir {data_dir} is not a directory")
     extra: list = list(overrides or [])
     if resume is not None:
         if spec is not None and "=" in str(spec):  # `train --resume DIR key=value`: the spec slot holds one
@@ -86,14 +85,14 @@ def train(
         if value is not None:
             extra.append((key, str(value) if isinstance(value, Path) else value))
     resolved = load_spec(spec, extra)
+    resolved = _with_data_dir(resolved, data_dir)
     report_plugin_failures()
     if print_config:
         out_console.print(resolved.to_yaml(), end="", markup=False, highlight=False)
         return
-    run_dir = resume if resume is not None else unique_run_dir(resolved.out_dir, resolved.name)
     meta = train_run(
         resolved,
-        run_dir,
+        resume,  # None: a new directory under out_dir
         progress=progress,
         resume=resume is not None,
         threads=threads,
@@ -102,6 +101,22 @@ def train(
     final = meta.get("final_metrics") or {}
     extra_metrics = "".join(f", validation {k} {v:.3f}" for k, v in final.items() if k not in ("loss", "accuracy"))
     typer.echo(
-        f"{run_dir}: {meta['status']} after {meta['steps']} steps, final accuracy {meta['final_accuracy']:.3f} "
+        f"{meta['run_dir']}: {meta['status']} after {meta['steps']} steps, final accuracy {meta['final_accuracy']:.3f} "
         f"(best {meta['best_accuracy']:.3f}){extra_metrics}, {meta['seconds']:.1f}s"
     )
+
+
+def _with_data_dir(spec: Any, data_dir: Path | None) -> Any:
+    """The spec with ``task.data_dir`` set from --data-dir (else $RNNKIT_DATA_DIR) as an absolute path,
+    for tasks that read named data sets: recorded in config.yaml, a resumed run finds its data again."""
+    import dataclasses
+
+    if "data_dir" not in {f.name for f in dataclasses.fields(spec.task)}:
+        return spec
+    chosen = (
+        data_dir if data_dir is not None else (os.environ.get("RNNKIT_DATA_DIR") if not spec.task.data_dir else None)
+    )
+    if not chosen:
+        return spec
+    task = dataclasses.replace(spec.task, data_dir=str(Path(chosen).expanduser().resolve()))
+    return dataclasses.replace(spec, task=task)
