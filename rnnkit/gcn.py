@@ -5,14 +5,14 @@ means ``gcn-pyg``, any other name is looked up as ``gcn-<name>`` then as given) 
 with seeds 0..runs-1, full batch, Adam, for ``epochs`` epochs (Kipf & Welling's setup by default). A run
 scores the test accuracy at the epoch of its best validation accuracy. Time per epoch is the median
 training-step time; peak memory is measured in a fresh worker process per implementation (the
-process's peak RSS growth on CPU, ``torch.cuda.max_memory_allocated`` on a GPU). A dense adjacency
-over the memory budget is refused before anything is built.
+process's peak RSS growth on CPU, ``torch.cuda.max_memory_allocated`` on a GPU). An implementation
+whose estimated memory (graph, parameters, activations, dense adjacency) is over the budget is refused
+before anything is built; a synthetic graph is checked before it is generated.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import resource
 import statistics
 import time
@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rnnkit.errors import ModelNotFoundError, RunError, UsageError
+from rnnkit.memory import BYTES_PER_PARAMETER, free_device_memory, gb
+from rnnkit.memory import available_memory_bytes as available_memory_bytes  # moved; kept importable here
 from rnnkit.registry import default_registry, get_model
 from rnnkit.spec import _Validator, load_yaml
 
@@ -33,26 +35,31 @@ ALIASES = {"dense": "gcn-dense", "pyg": "gcn-pyg"}
 
 @dataclass
 class GCNSpec:
-    """A GCN comparison: the graph, the implementations, the model and the training budget."""
+    """A GCN comparison: the graph, the implementations, the model and the training budget.
+
+    Upper bounds are far beyond any meaningful comparison; what fits in memory is checked separately
+    (``check_memory``) against ``max_memory_gb``.
+    """
 
     dataset: Literal["karate", "cora", "citeseer", "pubmed", "synthetic"] = "cora"
     impl: str | list[str] = "dense,pyg"
-    layers: int = field(default=2, metadata={"gt": 0})
-    hidden: int = field(default=16, metadata={"gt": 0})
+    layers: int = field(default=2, metadata={"gt": 0, "le": 64})  # deeper GCNs over-smooth long before 64
+    hidden: int = field(default=16, metadata={"gt": 0, "le": 1_000_000})
     dropout: float = field(default=0.5, metadata={"ge": 0, "lt": 1})
-    epochs: int = field(default=200, metadata={"gt": 0})
-    runs: int = field(default=10, metadata={"gt": 0})
+    epochs: int = field(default=200, metadata={"gt": 0, "le": 1_000_000})
+    runs: int = field(default=10, metadata={"gt": 0, "le": 1_000})  # seeds per implementation
     lr: float = field(default=0.01, metadata={"gt": 0})
     weight_decay: float = field(default=5e-4, metadata={"ge": 0})
     device: Literal["auto", "cpu", "cuda"] = "auto"
     data_dir: str = ""
     out: str = ""  # default: runs/gcn-<dataset>
-    nodes: int = field(default=1000, metadata={"gt": 0})  # synthetic graphs
-    degree: float = field(default=10.0, metadata={"gt": 0})
-    classes: int = field(default=4, metadata={"ge": 2})
-    features: int = field(default=32, metadata={"gt": 0})
-    graph_seed: int = 0
-    max_dense_gb: float = field(default=0.0, metadata={"ge": 0})  # 0: half of the available memory
+    nodes: int = field(default=1000, metadata={"gt": 0, "le": 1_000_000_000})  # synthetic graphs
+    degree: float = field(default=10.0, metadata={"gt": 0, "le": 100_000})
+    classes: int = field(default=4, metadata={"ge": 2, "le": 1_000})  # the generator loops over classes
+    features: int = field(default=32, metadata={"gt": 0, "le": 1_000_000})
+    graph_seed: int = field(default=0, metadata={"ge": 0, "lt": 2**63})  # what torch.manual_seed takes
+    max_memory_gb: float = field(default=0.0, metadata={"ge": 0})  # 0: half of the available memory
+    max_dense_gb: float = field(default=0.0, metadata={"ge": 0})  # the former name of max_memory_gb
 
     def impls(self) -> list[str]:
         names = self.impl.split(",") if isinstance(self.impl, str) else list(self.impl)
@@ -81,41 +88,121 @@ def model_name(impl: str) -> str:
 
 
 def _free_memory(device: str) -> float:
-    import torch
-
     from rnnkit.runner import resolve_device
 
-    if resolve_device(device).type == "cuda":
-        return float(torch.cuda.mem_get_info()[0])
-    return float(available_memory_bytes())
+    return free_device_memory(resolve_device(device))
 
 
-def available_memory_bytes() -> int:
-    """MemAvailable from /proc/meminfo, else physical memory."""
+def model_config(model_def: Any, spec: GCNSpec) -> Any:
+    """The model's config from the spec's layers, dropout and hidden size (for the fields it has)."""
+    fields = model_def.config_fields()
+    values = {k: getattr(spec, k) for k in ("layers", "dropout") if k in fields}
+    if "hidden_size" in fields:
+        values["hidden_size"] = spec.hidden
+    return model_def.make_config(values)
+
+
+def graph_bytes(nodes: int, edges: int, features: int) -> int:
+    """A graph in memory: features (float32), edge_index (2 x int64 per edge), labels and three masks."""
+    return 4 * nodes * features + 16 * edges + 8 * nodes + 3 * nodes
+
+
+@dataclass
+class MemoryEstimate:
+    """Bytes one implementation needs for one graph, by part."""
+
+    graph: float  # the graph twice: in this process and in the worker that trains (covers generation)
+    parameters: float  # weights, gradients and Adam's two moments
+    activations: float  # per layer: node-sized tensors, and edge-sized messages for message passing
+    adjacency: float  # what the model declares itself (``memory_bytes``: gcn-dense's N x N matrix)
+
+    @property
+    def total(self) -> float:
+        return self.graph + self.parameters + self.activations + self.adjacency
+
+
+def estimate_memory(spec: GCNSpec, impl: str, *, nodes: int, edges: int, features: int, classes: int) -> MemoryEstimate:
+    """The memory ``impl`` needs to train on a graph of this size (no tensor is allocated).
+
+    Activations, per layer of width in -> out, over the forward and backward passes: the dropped-out
+    input, its mask, the transformed, aggregated and activated outputs (nodes x (in + 3 out) floats),
+    and for models that declare no ``memory_bytes`` (message passing, like GCNConv) the messages along
+    every edge and self-loop ((edges + nodes) x out floats, gathered and weighted); twice that for the
+    gradients. Parameters from the model's formula (or a build on the meta device)."""
+    model_def = get_model(model_name(impl), TASK)
+    config = model_config(model_def, spec)
     try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        parameters = int(model_def.parameter_count(config, num_features=features, num_classes=classes))
+    except Exception:  # noqa: BLE001 - an estimate must never be what fails a comparison
+        parameters = 0
+    sizes = [features] + [spec.hidden] * (spec.layers - 1) + [classes]
+    activations = 0
+    for width_in, width_out in zip(sizes[:-1], sizes[1:], strict=True):
+        activations += 4 * nodes * (width_in + 3 * width_out) + nodes * width_in
+        if model_def.memory_bytes is None:
+            activations += 2 * 4 * (edges + nodes) * width_out
+    adjacency = model_def.memory_bytes(nodes) if model_def.memory_bytes is not None else 0
+    return MemoryEstimate(
+        graph=2 * graph_bytes(nodes, edges, features),
+        parameters=BYTES_PER_PARAMETER * parameters,
+        activations=2 * activations,
+        adjacency=adjacency,
+    )
 
 
-def check_memory(spec: GCNSpec, num_nodes: int, budget_gb: float | None = None) -> None:
-    """Refuse an implementation whose estimated memory for this graph is over the budget (default: half
-    the free memory of the device it will run on)."""
-    budget = (budget_gb or spec.max_dense_gb) * 1e9 or _free_memory(spec.device) / 2
+def _advice(spec: GCNSpec, estimate: MemoryEstimate) -> str:
+    """What to change, by the part of the estimate that dominates."""
+    largest = max(("graph", "parameters", "activations", "adjacency"), key=lambda k: getattr(estimate, k))
+    if largest == "adjacency":
+        return "use --impl pyg for a graph this size"
+    if largest == "graph":
+        return "lower --nodes or --degree" if spec.dataset == "synthetic" else "use a smaller dataset"
+    if largest == "parameters":
+        return "lower --hidden or --layers"
+    return (
+        "lower --nodes, --degree, --hidden or --layers" if spec.dataset == "synthetic" else "lower --hidden or --layers"
+    )
+
+
+def budget_bytes(spec: GCNSpec, budget_gb: float | None = None) -> float:
+    """The memory budget: ``budget_gb``, else the spec's max_memory_gb (or max_dense_gb), else half the
+    free memory of the device the comparison runs on."""
+    chosen = budget_gb or spec.max_memory_gb or spec.max_dense_gb
+    return chosen * 1e9 if chosen else _free_memory(spec.device) / 2
+
+
+def check_memory(
+    spec: GCNSpec,
+    num_nodes: int,
+    budget_gb: float | None = None,
+    *,
+    num_edges: int | None = None,
+    num_features: int | None = None,
+    num_classes: int | None = None,
+) -> None:
+    """Refuse an implementation whose estimated memory for this graph (``estimate_memory``) is over the
+    budget (default: half the free memory of the device it will run on). Sizes not given are those of
+    the synthetic graph the spec describes."""
+    edges = num_edges if num_edges is not None else 2 * int(num_nodes * spec.degree / 2)
+    features = num_features if num_features is not None else spec.features
+    classes = num_classes if num_classes is not None else spec.classes
+    budget = budget_bytes(spec, budget_gb)
     for impl in spec.impls():
-        model = get_model(model_name(impl), TASK)
-        if model.memory_bytes is None:
+        estimate = estimate_memory(spec, impl, nodes=num_nodes, edges=edges, features=features, classes=classes)
+        if estimate.total <= budget:
             continue
-        need = model.memory_bytes(num_nodes)
-        if need > budget:
-            raise UsageError(
-                f"--impl {impl} needs about {need / 1e9:.1f} GB for a dense {num_nodes:,}x{num_nodes:,} adjacency, "
-                f"over the budget of {budget / 1e9:.1f} GB (--max-dense-gb); use --impl pyg for a graph this size"
+        over = f"over the memory budget of {gb(budget)} (--max-memory-gb; default: half the available memory)"
+        if estimate.adjacency >= max(estimate.graph, estimate.parameters, estimate.activations):
+            what = (
+                f"needs about {gb(estimate.adjacency)} for a dense {num_nodes:,}x{num_nodes:,} adjacency "
+                f"({gb(estimate.total)} in all with the graph, parameters and activations)"
             )
+        else:
+            what = (
+                f"needs about {gb(estimate.total)} on {num_nodes:,} nodes and {edges:,} edges (graph "
+                f"{gb(estimate.graph)}, parameters {gb(estimate.parameters)}, activations {gb(estimate.activations)})"
+            )
+        raise UsageError(f"--impl {impl} {what}, {over}; {_advice(spec, estimate)}")
 
 
 def _graph(spec: GCNSpec) -> Any:
@@ -197,10 +284,7 @@ def run_impl(spec_dict: dict[str, Any], impl: str, threads: int | None = None) -
     device = resolve_device(spec.device)
     graph = _graph(spec).to(device)
     model_def = get_model(model_name(impl), TASK)
-    values = {k: getattr(spec, k) for k in ("layers", "dropout") if k in model_def.config_fields()}
-    if "hidden_size" in model_def.config_fields():
-        values["hidden_size"] = spec.hidden
-    config = model_def.make_config(values)
+    config = model_config(model_def, spec)
     _warm_up(model_def, config, graph, device)  # one-time costs (imports, kernels) are not the model's memory
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -253,8 +337,16 @@ def check_comparison(spec: GCNSpec) -> Any:
                 + "".join(f", {m}" for m in graph_models if m not in ALIASES.values())
             ) from None
     resolve_device(spec.device)
+    if spec.dataset == "synthetic":  # its size is known before it is generated
+        check_memory(spec, spec.nodes)
     graph = _graph(spec)
-    check_memory(spec, graph.num_nodes)
+    check_memory(
+        spec,
+        graph.num_nodes,
+        num_edges=int(graph.edge_index.shape[1]),
+        num_features=graph.num_features,
+        num_classes=graph.num_classes,
+    )
     prepare_run_dir(spec.out_dir())
     return graph
 
@@ -278,9 +370,17 @@ def compare(
             text = str(exc).lower()
             if not isinstance(exc, (MemoryError, BrokenProcessPool)) and "alloc" not in text and "memory" not in text:
                 raise
+            estimate = estimate_memory(
+                spec,
+                impl,
+                nodes=graph.num_nodes,
+                edges=int(graph.edge_index.shape[1]),
+                features=graph.num_features,
+                classes=graph.num_classes,
+            )
             raise RunError(
-                f"--impl {impl} ran out of memory on {graph.num_nodes:,} nodes ({type(exc).__name__}); "
-                "lower --max-dense-gb or use --impl pyg"
+                f"--impl {impl} ran out of memory on {graph.num_nodes:,} nodes ({type(exc).__name__}; "
+                f"estimated {gb(estimate.total)}); {_advice(spec, estimate)}"
             ) from exc
         results.append(result)
         if on_result:

@@ -6,12 +6,14 @@ same (one step of the model), however long the text grows.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from rnnkit.checkpoint import BEST_LINK, checkpoint_dir
 from rnnkit.data.text import Vocabulary
 from rnnkit.errors import CheckpointError, UsageError
 
@@ -40,7 +42,7 @@ def load_language_model(
 
     path = Path(checkpoint) if checkpoint is not None else pretrained_path()
     best = path / "best"
-    if path.is_dir() and not (path / "model.safetensors").is_file() and (best / "model.safetensors").is_file():
+    if path.is_dir() and checkpoint_dir(path) is None and checkpoint_dir(path, BEST_LINK) is not None:
         path = best
     state, meta = load_checkpoint(path, device=device)
     task = meta.get("model_task")
@@ -73,15 +75,43 @@ def load_language_model(
     return model.to(device).eval(), vocab, meta
 
 
-def check_sampling(vocab: Vocabulary, *, length: int, temperature: float, top_k: int, num: int = 1) -> None:
-    if length < 1:
-        raise UsageError(f"--length must be at least 1, got {length}")
+#: Most characters one sample may have, samples in one batch, and prompt characters; and the most
+#: characters one call may process in all (samples x (prompt + length)). A million characters of
+#: sampling is minutes on a CPU; these bound what a typo can ask for, not what is useful.
+MAX_LENGTH = 1_000_000
+MAX_NUM = 10_000
+MAX_PROMPT_CHARS = 1_000_000
+MAX_TOTAL_CHARS = 20_000_000
+#: The prompt is fed in chunks of at most this many characters (x samples), carrying the state, so a
+#: long prompt never needs logits for all of its characters at once.
+PROMPT_CHUNK_TOKENS = 65536
+
+
+def check_sizes(*, length: int, num: int = 1, prompt_chars: int = 0) -> None:
+    """Raise UsageError for a length, a number of samples or a prompt out of range (no model needed)."""
+    if length < 1 or length > MAX_LENGTH:
+        raise UsageError(f"--length must be at least 1 and at most {MAX_LENGTH:,}, got {length:,}")
+    if num < 1 or num > MAX_NUM:
+        raise UsageError(f"--num must be at least 1 and at most {MAX_NUM:,}, got {num:,}")
+    if prompt_chars > MAX_PROMPT_CHARS:
+        raise UsageError(f"the prompt has {prompt_chars:,} characters, over the {MAX_PROMPT_CHARS:,} allowed")
+    if num * (prompt_chars + length) > MAX_TOTAL_CHARS:
+        raise UsageError(
+            f"--num {num:,} x (prompt {prompt_chars:,} + --length {length:,}) characters is over the "
+            f"{MAX_TOTAL_CHARS:,} one call may process; lower --num or --length"
+        )
+
+
+def check_sampling(
+    vocab: Vocabulary, *, length: int, temperature: float, top_k: int, num: int = 1, prompt_chars: int = 0
+) -> None:
+    """Raise UsageError for options out of range (see ``check_sizes``), a temperature that is negative
+    or not finite, or a top-k over the vocabulary size."""
+    check_sizes(length=length, num=num, prompt_chars=prompt_chars)
     if not math.isfinite(temperature) or temperature < 0:
         raise UsageError(f"--temperature must be 0 (greedy) or a finite positive number, got {temperature}")
     if top_k < 0 or top_k > len(vocab):
-        raise UsageError(f"--top-k must be between 0 (off) and the vocabulary size {len(vocab)}, got {top_k}")
-    if num < 1:
-        raise UsageError(f"--num must be at least 1, got {num}")
+        raise UsageError(f"--top-k must be between 0 (off) and the vocabulary size {len(vocab)}, got {top_k:,}")
 
 
 def typographic_quotes(vocab: Vocabulary, text: str) -> str:
@@ -118,6 +148,87 @@ def next_ids(logits: torch.Tensor, temperature: float, top_k: int, generator: to
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
+def generate_ids(
+    model: torch.nn.Module,
+    vocab: Vocabulary,
+    *,
+    prompt: str | list[int],
+    length: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    num: int = 1,
+    seed: int | None = None,
+) -> Iterator[torch.Tensor]:
+    """Yield the ids chosen at each of ``length`` steps, a (num,) tensor per step, as they are chosen.
+
+    The prompt is fed once (in chunks, the state carried); after that each step feeds only the last
+    character with the carried (h, c), so the cost is linear in ``length``. The model is in eval mode
+    while the generator runs and back in its own mode once it is exhausted or closed. Gradients are
+    off for each step, but not between steps (the caller's code runs as it would anyway).
+    """
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device)
+    if seed is not None:
+        generator.manual_seed(seed)
+    else:
+        generator.seed()
+    ids = vocab.encode(prompt) if isinstance(prompt, str) else list(prompt)
+    if not ids:
+        ids = vocab.encode("\n") if "\n" in vocab.index else [0]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            chunk = max(1, PROMPT_CHUNK_TOKENS // num)
+            state: Any = None
+            for begin in range(0, len(ids), chunk):
+                tokens = torch.tensor(ids[begin : begin + chunk], device=device).expand(num, -1)  # (num, chunk)
+                # (num, chunk, vocab); the model's own state, carried as it is
+                logits, state = model(tokens) if state is None else model(tokens, state)
+            last = logits[:, -1]  # (num, vocab)
+            if hasattr(model, "stepper"):
+                fast = model.stepper()
+                hs, cs = list(state[0].unbind(0)), list(state[1].unbind(0))  # (h, c): each (layers, num, hidden)
+
+                def step(nxt: torch.Tensor) -> torch.Tensor:
+                    return fast(nxt, hs, cs)
+
+            else:
+
+                def step(nxt: torch.Tensor) -> torch.Tensor:
+                    nonlocal state
+                    out, state = model(nxt[:, None], state)  # (num, 1, vocab)
+                    return out[:, -1]
+
+        for t in range(length):
+            with torch.inference_mode():
+                nxt = next_ids(last, temperature, top_k, generator)  # (num,)
+                if t + 1 < length:
+                    last = step(nxt)  # (num, vocab)
+            yield nxt
+    finally:
+        model.train(was_training)
+
+
+def generate_stream(
+    model: torch.nn.Module,
+    vocab: Vocabulary,
+    *,
+    prompt: str | list[int],
+    length: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    num: int = 1,
+    seed: int | None = None,
+) -> Iterator[list[str]]:
+    """Like ``generate``, but yield the ``num`` characters of each step (one per sample) as they come."""
+    chars = vocab.chars
+    for nxt in generate_ids(
+        model, vocab, prompt=prompt, length=length, temperature=temperature, top_k=top_k, num=num, seed=seed
+    ):
+        yield [chars[i] for i in nxt.tolist()]
+
+
 def generate(
     model: torch.nn.Module,
     vocab: Vocabulary,
@@ -132,43 +243,12 @@ def generate(
     """``num`` continuations of ``prompt`` (generated as one batch), ``length`` characters each.
 
     The prompt is fed once; after that each step feeds only the last character with the carried
-    (h, c), so the cost is linear in ``length``.
+    (h, c), so the cost is linear in ``length``. ``generate_stream`` yields the same text as it comes.
     """
-    device = next(model.parameters()).device
-    generator = torch.Generator(device=device)
-    if seed is not None:
-        generator.manual_seed(seed)
-    else:
-        generator.seed()
-    ids = vocab.encode(prompt) if isinstance(prompt, str) else list(prompt)
-    if not ids:
-        ids = vocab.encode("\n") if "\n" in vocab.index else [0]
-    was_training = model.training
-    model.eval()
-    with torch.inference_mode():
-        tokens = torch.tensor(ids, device=device).expand(num, -1)  # (num, prompt)
-        logits, state = model(tokens)  # (num, prompt, vocab); the model's own state, carried as it is
-        last = logits[:, -1]  # (num, vocab)
-        if hasattr(model, "stepper"):
-            fast = model.stepper()
-            hs, cs = list(state[0].unbind(0)), list(state[1].unbind(0))  # (h, c): each (layers, num, hidden)
-
-            def step(nxt: torch.Tensor) -> torch.Tensor:
-                return fast(nxt, hs, cs)
-
-        else:
-
-            def step(nxt: torch.Tensor) -> torch.Tensor:
-                nonlocal state
-                out, state = model(nxt[:, None], state)  # (num, 1, vocab)
-                return out[:, -1]
-
-        chosen = []
-        for t in range(length):
-            nxt = next_ids(last, temperature, top_k, generator)  # (num,)
-            chosen.append(nxt)
-            if t + 1 < length:
-                last = step(nxt)  # (num, vocab)
-        out = torch.stack(chosen, dim=1)  # (num, length)
-    model.train(was_training)
+    chosen = list(
+        generate_ids(
+            model, vocab, prompt=prompt, length=length, temperature=temperature, top_k=top_k, num=num, seed=seed
+        )
+    )
+    out = torch.stack(chosen, dim=1)  # (num, length)
     return [vocab.decode(row) for row in out.tolist()]

@@ -17,14 +17,28 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
-from rnnkit.errors import ModelNotFoundError, RnnkitError, TaskNotSupportedError
+from rnnkit.errors import ModelNotFoundError, RnnkitError, TaskNotSupportedError, UsageError
 
 ENTRY_POINT_GROUP = "rnnkit.models"
 BUILTIN_DISTRIBUTION = "rnnkit"
+#: The environment variables that switch plugin handling, and the values they accept (any case).
+ENV_FLAGS = ("RNNKIT_DISABLE_PLUGINS", "RNNKIT_RAISE_PLUGIN_ERRORS")
+_TRUE = ("1", "true", "yes")
+_FALSE = ("", "0", "false", "no")
 
 
 def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+    """Whether the yes/no environment variable ``name`` is set; any other value is a UsageError."""
+    raw = os.environ.get(name, "")
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    shown = raw if len(raw) <= 40 else raw[:37] + "..."
+    raise UsageError(
+        f"{name}={shown!r} is not understood: use 1, true or yes to turn it on; 0, false, no or nothing for off"
+    )
 
 
 class PluginError(RnnkitError):
@@ -124,8 +138,11 @@ class Registry:
     def from_entry_points(cls) -> Registry:
         """Every ``rnnkit.models`` entry point; rnnkit's own first, so a plugin cannot replace a built-in.
 
-        ``RNNKIT_DISABLE_PLUGINS=1`` keeps the built-ins only.
+        ``RNNKIT_DISABLE_PLUGINS=1`` keeps the built-ins only. Both flags are checked here, so a value
+        that is neither yes nor no is an error even when no plugin fails.
         """
+        flags = {name: _env_flag(name) for name in ENV_FLAGS}
+        disable = flags["RNNKIT_DISABLE_PLUGINS"]
         registry = cls()
         found = []
         for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
@@ -133,7 +150,7 @@ class Registry:
             dist_name = dist.metadata["Name"] if dist is not None else "unknown"
             found.append((dist_name != BUILTIN_DISTRIBUTION, ep, dist_name, dist.version if dist is not None else "?"))
         for is_plugin, ep, dist_name, version in sorted(found, key=lambda item: item[0]):
-            if is_plugin and _env_flag("RNNKIT_DISABLE_PLUGINS"):
+            if is_plugin and disable:
                 continue
             if ep.name in registry.entries:
                 owner = registry.entries[ep.name].distribution

@@ -23,8 +23,6 @@ import warnings
 from pathlib import Path
 from typing import IO, Any
 
-import yaml
-
 from rnnkit import __version__
 from rnnkit.checkpoint import (
     BEST_LINK,
@@ -42,9 +40,10 @@ from rnnkit.checkpoint import (
     read_meta,
     write_json,
 )
-from rnnkit.errors import CheckpointError, RnnkitError, RnnkitWarning, RunError, UsageError
+from rnnkit.errors import CheckpointError, RnnkitError, RnnkitWarning, RunError, SpecError, UsageError
+from rnnkit.memory import check_training_memory, memory_budget
 from rnnkit.rundir import RunLock, claim_new_run_dir, prepare_run_dir
-from rnnkit.spec import RunSpec
+from rnnkit.spec import RunSpec, parse_yaml_text
 
 __all__ = ["prepare_run_dir", "train_run", "resolve_device", "load_weights", "RunInterrupted"]
 
@@ -112,16 +111,18 @@ def read_record(run_dir: Path) -> dict[str, Any]:
 
 def saved_spec(run_dir: Path) -> dict[str, Any] | None:
     """The resolved spec saved in ``run_dir`` (config.yaml), or None if there is none readable."""
+    path = Path(run_dir) / CONFIG_FILE
     try:
-        data = yaml.safe_load((Path(run_dir) / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        data, _ = parse_yaml_text(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, UnicodeDecodeError, SpecError):
         return None
     return data if isinstance(data, dict) else None
 
 
 def spec_differences(saved: dict[str, Any], planned: dict[str, Any], prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two resolved specs (``out_dir`` is not the run's)."""
-    keys = [k for k in dict.fromkeys([*saved, *planned]) if not (prefix == "" and k == "out_dir")]
+    """Dotted keys whose values differ between two resolved specs. ``out_dir`` is not the run's, and a
+    key the saved spec lacks is a setting added since it was written (its default applied then)."""
+    keys = [k for k in dict.fromkeys([*saved, *planned]) if not (prefix == "" and k == "out_dir") and k in saved]
     diffs = []
     for key in keys:
         a, b = saved.get(key), planned.get(key)
@@ -218,6 +219,8 @@ def train_run(
     model_def = get_model(spec.model_name, task_type.model_task)
     torch.manual_seed(spec.seed)
     task = task_type.factory(spec.task, device, spec.seed)  # loads data: fails before anything is written
+    budget = memory_budget(spec.train.max_memory_gb, device)
+    check_training_memory(model_def, spec.model, task, spec.train.batch_size, budget)  # before allocating
     model = model_def.build(spec.model, **task.dims).to(device)
     owned = not isinstance(run_dir, RunLock)  # a lock the caller holds stays held
     lock = _own(spec, run_dir)

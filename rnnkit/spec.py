@@ -4,8 +4,14 @@ A spec has four parts: run settings (name, seed, device, output), ``task`` (chos
 ``model`` (chosen by ``model.name``, its fields are that model's config dataclass) and ``train``.
 Every key is checked against the dataclass that owns it: unknown keys are rejected with the valid
 keys listed, values must have the declared type (ints are accepted for floats, ``1e-3`` is read as
-a float), and numeric fields may declare bounds (``metadata={"gt": 0}``). Errors name the dotted key
-and, for keys that come from the file, its line.
+a float), and numeric fields may declare bounds (``metadata={"gt": 0}``, and ``"le"`` upper bounds far
+beyond any real use). Errors name the dotted key and, for keys that come from the file, its line; they
+are always one line.
+
+YAML is read as data only (``parse_yaml_text``, for files and override values alike): at most 256 KB,
+YAML's own types only (any other tag, such as ``!!python/object``, is refused), anchors and aliases
+allowed while their expansion adds at most 10,000 nodes and no alias sits inside its own anchor, and
+at most 20 levels of nesting; all checked on the composed node graph before any object is built.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -30,7 +37,7 @@ class EarlyStopConfig:
     ``threshold``; 0 disables."""
 
     threshold: float = field(default=0.995, metadata={"ge": 0, "le": 1})
-    window: int = field(default=50, metadata={"ge": 1})
+    window: int = field(default=50, metadata={"ge": 1, "le": 1_000_000})  # batches averaged
 
 
 @dataclass
@@ -50,18 +57,20 @@ class TrainConfig:
     lr: float = field(default=1e-3, metadata={"gt": 0})
     momentum: float = field(default=0.9, metadata={"ge": 0, "lt": 1})
     weight_decay: float = field(default=0.0, metadata={"ge": 0})
-    batch_size: int = field(default=128, metadata={"gt": 0})
-    max_steps: int = field(default=10_000, metadata={"gt": 0})
+    # at most a million sequences a step; whether a batch fits in memory is checked against max_memory_gb
+    batch_size: int = field(default=128, metadata={"gt": 0, "le": 1_000_000})
+    max_steps: int = field(default=10_000, metadata={"gt": 0, "le": 1_000_000_000})
     max_norm: float = field(default=10.0, metadata={"ge": 0})
     schedule: Literal["constant", "step", "exponential", "cosine"] = "constant"
     lr_decay_every: int = field(default=5000, metadata={"gt": 0})
     lr_gamma: float = field(default=0.96, metadata={"gt": 0, "le": 1})
     log_every: int = field(default=50, metadata={"gt": 0})
     eval_every: int = field(default=0, metadata={"ge": 0})  # 0: only at the end
-    eval_batches: int = field(default=10, metadata={"gt": 0})
+    eval_batches: int = field(default=10, metadata={"gt": 0, "le": 100_000})
     checkpoint_every: int = field(default=0, metadata={"ge": 0})  # 0: only at the end
     sample_every: int = field(default=0, metadata={"ge": 0})  # 0: never (tasks that generate text)
-    sample_length: int = field(default=30, metadata={"gt": 0})
+    sample_length: int = field(default=30, metadata={"gt": 0, "le": 100_000})  # characters per training sample
+    max_memory_gb: float = field(default=0.0, metadata={"ge": 0})  # 0: half of the available memory
     early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
     plateau: PlateauConfig = field(default_factory=PlateauConfig)
 
@@ -96,10 +105,14 @@ class RunSpec:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+#: Seeds are what torch.manual_seed accepts (tasks also seed a second generator at seed + 1,000,003).
+MAX_SEED = 2**63 - 1
+
+
 @dataclass
 class _RunSettings:
     name: str = "run"
-    seed: int = 0
+    seed: int = field(default=0, metadata={"ge": 0, "le": MAX_SEED})
     device: Literal["auto", "cpu", "cuda"] = "auto"
     out_dir: str = "runs"
 
@@ -111,36 +124,159 @@ TOP_LEVEL_KEYS = ("name", "seed", "device", "out_dir", "task", "model", "train")
 # Loading and overriding
 
 
+#: Largest spec file read (a real one is a few KB; PyYAML reads ~100 KB a second); larger ones are
+#: refused before being read.
+MAX_SPEC_BYTES = 256_000
+#: How much aliases may add to a document, in nodes, once expanded (a "billion laughs" file of a few
+#: hundred bytes expands to billions), and how deep a document may nest.
+MAX_ALIAS_NODES = 10_000
+MAX_DEPTH = 20
+#: The only tags a spec may carry (implicitly or written out): YAML's core types, dates and merge keys.
+ALLOWED_TAGS = frozenset(
+    f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "seq", "map", "timestamp", "merge")
+)
+_SATURATE = 1 << 40
+
+
 def load_yaml(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
-    """Parse a spec file; returns the mapping and the line of every dotted key."""
+    """Parse a spec file; returns the mapping and the line of every dotted key.
+
+    Spec files are data: at most ``MAX_SPEC_BYTES``, no tags beyond YAML's own types (no
+    ``!!python/object``), and anchors and aliases only as long as expanding them adds at most
+    ``MAX_ALIAS_NODES`` nodes, with no alias inside its own anchor. All of this is checked on the
+    composed node graph, before any Python object is built.
+    """
     path = Path(path)
     if path.is_dir():
         raise SpecError(f"{path} is a directory, not a spec file")
-    if not path.is_file():
+    if not path.exists():
         raise SpecError(f"spec file not found: {path}")
+    if not path.is_file():
+        raise SpecError(f"spec {path} is not a regular file")
     try:
-        text = path.read_text(encoding="utf-8")
+        size = path.stat().st_size
+        if size > MAX_SPEC_BYTES:
+            raise SpecError(f"spec {path} is {size:,} bytes; a spec file may be at most {MAX_SPEC_BYTES:,}")
+        with path.open("rb") as f:
+            raw = f.read(MAX_SPEC_BYTES + 1)
+        if len(raw) > MAX_SPEC_BYTES:
+            raise SpecError(f"spec {path} is over {MAX_SPEC_BYTES:,} bytes, the most a spec file may be")
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"cannot read spec {path}: {exc}") from exc
-    try:
-        node = yaml.compose(text)
-        _reject_duplicate_keys(node, "")
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        context = getattr(exc, "context_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        if context is not None and mark is not None and context.line != mark.line:
-            where += f" (in what starts on line {context.line + 1})"
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(f"malformed YAML in {path}{where}: {problem}") from exc
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise SpecError(f"cannot read spec {path}: {reason}") from exc
+    data, node = parse_yaml_text(text, f"{path}")
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise SpecError(f"spec {path} must be a mapping of keys to values, not a {type(data).__name__}")
     lines: dict[str, int] = {}
+    _reject_duplicate_keys(node, "")
     _collect_lines(node, "", lines)
-    return data, {k: v for k, v in lines.items()}
+    return data, lines
+
+
+def parse_yaml_text(text: str, where: str) -> tuple[Any, yaml.Node | None]:
+    """Safely parse one YAML document: (the data, its root node). ``where`` names the source in errors.
+
+    Raises SpecError for malformed YAML, tags other than YAML's own types, aliases that expand too far
+    or into themselves, and documents nested more than ``MAX_DEPTH`` deep.
+    """
+    depth = _flow_depth(text)
+    if depth > MAX_DEPTH:  # before the scanner, whose cost grows with the nesting of every token
+        raise SpecError(f"{where} is nested more than {MAX_DEPTH} levels deep ({depth:,} brackets)")
+    loader = None
+    try:
+        loader = yaml.SafeLoader(text)  # checks the characters: a ReaderError for control characters
+        node = loader.get_single_node()
+        if node is None:
+            return None, None
+        _check_node_graph(node, where)
+        return loader.construct_document(node), node
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        context = getattr(exc, "context_mark", None)
+        at = f" line {mark.line + 1}" if mark is not None else ""
+        if context is not None and mark is not None and context.line != mark.line:
+            at += f" (in what starts on line {context.line + 1})"
+        problem = getattr(exc, "problem", None) or (str(exc).splitlines() or ["unreadable"])[0]
+        raise SpecError(one_line(f"malformed YAML in {where}{at}: {problem}")) from exc
+    except RecursionError:
+        raise SpecError(f"{where} is nested too deeply (at most {MAX_DEPTH} levels)") from None
+    except (ValueError, TypeError, OverflowError) as exc:  # a value YAML's constructors reject (2024-13-45)
+        raise SpecError(one_line(f"malformed YAML in {where}: {_clip(str(exc))}")) from exc
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _flow_depth(text: str) -> int:
+    """The deepest nesting of [ and { in ``text``, outside quotes and comments (a quick over-estimate
+    of YAML's flow nesting, checked before parsing)."""
+    deepest = depth = 0
+    for line in text.splitlines():
+        quote = ""
+        for i, ch in enumerate(line):
+            if quote:
+                if ch == quote:
+                    quote = ""
+            elif ch in "'\"" and (i == 0 or line[i - 1] in " \t[{,:"):
+                quote = ch
+            elif ch == "#" and (i == 0 or line[i - 1] in " \t"):
+                break
+            elif ch in "[{":
+                depth += 1
+                deepest = max(deepest, depth)
+            elif ch in "]}":
+                depth = max(depth - 1, 0)
+    return deepest
+
+
+def _check_node_graph(root: yaml.Node, where: str) -> None:
+    """Tags, nesting depth, alias cycles and alias expansion of a composed document, without recursion."""
+
+    def fail(node: yaml.Node, message: str) -> SpecError:
+        return SpecError(one_line(f"{where} line {node.start_mark.line + 1}: {message}"))
+
+    expanded: dict[int, int] = {}  # node id -> nodes once every alias below it is expanded (saturating)
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 0, False)]
+    while stack:
+        node, depth, done = stack.pop()
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                children += (key, value)
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        if done:
+            on_path.discard(id(node))
+            expanded[id(node)] = min(1 + sum(expanded[id(c)] for c in children), _SATURATE)
+            continue
+        if id(node) in expanded:
+            continue  # an alias of a node already checked
+        if node.tag not in ALLOWED_TAGS:
+            raise fail(node, f"tags are not allowed ({node.tag.replace('tag:yaml.org,2002:', '!!')})")
+        if depth > MAX_DEPTH:
+            raise fail(node, f"nested more than {MAX_DEPTH} levels deep")
+        if isinstance(node, yaml.MappingNode):
+            for key, _ in node.value:
+                if not isinstance(key, yaml.ScalarNode):
+                    raise fail(key, "a key must be a plain name, not a list or a mapping")
+        on_path.add(id(node))
+        stack.append((node, depth, True))
+        for child in children:
+            if id(child) in on_path:
+                raise fail(child, "an alias refers to the anchor it is inside of (a recursive alias)")
+            if id(child) not in expanded:
+                stack.append((child, depth + 1, False))
+    added = expanded[id(root)] - len(expanded)
+    if added > MAX_ALIAS_NODES:
+        shown = f"{added:,}" if added < _SATURATE else "billions of"
+        raise SpecError(
+            f"{where}: its aliases expand to {shown} more nodes, over the {MAX_ALIAS_NODES:,} allowed "
+            "(an alias bomb?); write the values out or use fewer aliases"
+        )
 
 
 def _reject_duplicate_keys(node: yaml.Node | None, prefix: str) -> None:
@@ -149,8 +285,8 @@ def _reject_duplicate_keys(node: yaml.Node | None, prefix: str) -> None:
         for key_node, value_node in node.value:
             key = str(key_node.value)
             line = key_node.start_mark.line + 1
-            if key in seen:
-                raise SpecError(f"{prefix}{key}: given twice (lines {seen[key]} and {line}); keep one")
+            if key in seen and key != "<<":
+                raise SpecError(one_line(f"{prefix}{key}: given twice (lines {seen[key]} and {line}); keep one"))
             seen[key] = line
             _reject_duplicate_keys(value_node, f"{prefix}{key}.")
 
@@ -163,16 +299,32 @@ def _collect_lines(node: yaml.Node | None, prefix: str, lines: dict[str, int]) -
             _collect_lines(value_node, key + ".", lines)
 
 
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other control characters escaped, so that an error is one line."""
+    return re.sub(r"[\x00-\x08\x0a-\x1f\x7f]", lambda m: repr(m.group())[1:-1], text)
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def parse_override(text: str) -> tuple[str, Any]:
-    """``a.b=value`` -> ("a.b", value parsed as YAML), so ``true``, ``3``, ``[1, 2]`` keep their types."""
+    """``a.b=value`` -> ("a.b", value parsed as YAML), so ``true``, ``3``, ``[1, 2]`` keep their types.
+
+    The value is parsed as safely as a spec file (no tags, bounded aliases); text that is not valid
+    YAML is taken as a string."""
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
-        raise SpecError(f"override '{text}' is not of the form key.sub=value")
+        raise SpecError(one_line(f"override '{_clip(text)}' is not of the form key.sub=value"))
+    if not raw.strip():
+        return key, ""
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
+        value, _ = parse_yaml_text(raw, f"override {key}")
+    except SpecError as exc:
+        if "malformed YAML" in str(exc):
+            return key, raw
+        raise
     return key, value
 
 
@@ -225,10 +377,10 @@ class _Validator:
 
     def error(self, key: str, message: str) -> SpecError:
         if any(key == o or key.startswith(o + ".") for o in self.overridden):
-            return SpecError(f"{key}: {message} (command-line override)")
+            return SpecError(one_line(f"{_clip(key)}: {message} (command-line override)"))
         line = self.lines.get(key)
         where = f" ({self.source} line {line})" if line and self.source else ""
-        return SpecError(f"{key}: {message}{where}")
+        return SpecError(one_line(f"{_clip(key)}: {message}{where}"))
 
     def unknown(self, prefix: str, key: str, valid: list[str]) -> SpecError:
         close = difflib.get_close_matches(key, valid, n=1)
@@ -256,7 +408,10 @@ class _Validator:
             no_default = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
             if no_default and name not in kwargs:
                 raise self.error(f"{prefix}{name}", "is required")
-        return cls(**kwargs)
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError) as exc:  # a config's own __post_init__ check (plugins)
+            raise self.error(section, _clip(str(exc))) from exc
 
     def value(self, tp: Any, value: Any, key: str, meta: Any = None) -> Any:
         origin = typing.get_origin(tp)
@@ -310,6 +465,8 @@ class _Validator:
         if tp is str:
             if not isinstance(value, str):
                 raise self.error(key, f"must be a string, got {_describe(value)}")
+            if "\x00" in value:
+                raise self.error(key, "must not contain a NUL character")
             return value
         return value
 
@@ -323,12 +480,25 @@ class _Validator:
         )
         for name, ok, words in checks:
             if name in meta and not ok(value, meta[name]):
-                raise self.error(key, f"must be {words} {meta[name]}, got {value}")
+                raise self.error(key, f"must be {words} {_number(meta[name])}, got {_number(value)}")
         return value
 
 
+def _number(value: float) -> str:
+    """A bound or a value for a message: large integers with separators, huge ones by their size."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value.bit_length() > 128:
+            return f"an integer of {len(str(abs(value))) if value.bit_length() < 10_000 else 'thousands of'} digits"
+        return f"{value:,}" if abs(value) >= 10_000 else str(value)
+    return str(value)
+
+
 def _describe(value: Any) -> str:
-    return f"{type(value).__name__} {value!r}" if value is not None else "nothing"
+    if value is None:
+        return "nothing"
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"int ({_number(value)})"
+    return f"{type(value).__name__} {_clip(repr(value), 80)}"
 
 
 def _section_name(data: dict[str, Any], section: str, validator: _Validator, default: str | None) -> str:
@@ -369,8 +539,8 @@ def resolve_spec(
     )
     if "name" not in data:
         settings.name = default_name
-    if not settings.name or "/" in settings.name or settings.name in (".", ".."):
-        raise validator.error("name", f"must be a plain directory name, got {settings.name!r}")
+    if not settings.name or "/" in settings.name or settings.name in (".", "..") or len(settings.name) > 200:
+        raise validator.error("name", f"must be a plain directory name, got {_clip(repr(settings.name), 80)}")
 
     tasks = task_types()
     task_name = _section_name(data, "task", validator, "palindrome")

@@ -101,11 +101,12 @@ def _check_checkpoint(
 ) -> None:
     import torch
 
-    from rnnkit.checkpoint import load_checkpoint, save_checkpoint
+    from rnnkit.checkpoint import CHECKPOINT_LINK, checkpoint_files, load_checkpoint, publish
 
     model.eval()
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
-        save_checkpoint(Path(tmp), model.state_dict(), {"model": model_def.name, "model_task": task})
+        files = checkpoint_files(model.state_dict(), {"model": model_def.name, "model_task": task})
+        publish(Path(tmp), CHECKPOINT_LINK, files)
         state, meta = load_checkpoint(tmp)
         again = model_def.build(config, **dims)
         again.load_state_dict(state)

@@ -53,7 +53,9 @@ def test_sample_goes_to_stdout(lm_run):
 
 
 def test_sample_temperature_table(lm_run):
-    result = run("sample", str(lm_run / "checkpoint" / "model.safetensors"), "--temperatures", "0,0.5,1", "--length", "30")
+    result = run(
+        "sample", str(lm_run / "checkpoint" / "model.safetensors"), "--temperatures", "0,0.5,1", "--length", "30"
+    )
     lines = result.stdout.splitlines()
     assert result.exit_code == 0 and len(lines) == 3 and lines[0].startswith("T=0 ")
 
@@ -201,3 +203,76 @@ def test_ascii_quotes_become_the_books_quotes():
     result = run("complete", 'Poirot said "Mon ami', "-t", "0", "-n", "10")
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("Poirot said “Mon ami")
+
+
+# -- streaming and bounds -------------------------------------------------------------------------
+
+
+def test_the_stream_is_the_same_text_as_the_list():
+    from rnnkit.generate import generate, generate_stream, load_language_model
+
+    model, vocab, _ = load_language_model()
+    texts = generate(model, vocab, prompt="Poirot", length=30, temperature=0.5, num=3, seed=4)
+    steps = list(generate_stream(model, vocab, prompt="Poirot", length=30, temperature=0.5, num=3, seed=4))
+    assert len(steps) == 30 and ["".join(s[i] for s in steps) for i in range(3)] == texts
+    assert not model.training
+
+
+def test_sample_prints_what_generate_returns():
+    from rnnkit.generate import generate, load_language_model
+
+    model, vocab, _ = load_language_model()
+    texts = generate(model, vocab, prompt="", length=40, temperature=1.0, num=3, seed=9)  # from a new line
+    result = run("sample", "--length", "40", "--num", "3", "--seed", "9", "--temperature", "1")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "".join(f"{t}\n" for t in texts)
+
+
+def test_a_pipe_sees_the_text_as_it_is_generated():
+    import os
+    import subprocess
+    import sys
+    import time
+
+    argv = ["rnnkit", "sample", "-n", "1000000", "--seed", "1"]
+    code = f"import sys; sys.argv = {argv!r}; from rnnkit.cli import main; main()"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        start = time.monotonic()
+        first = os.read(proc.stdout.fileno(), 100)  # a million characters would take minutes to finish
+        assert first and time.monotonic() - start < 30
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize(
+    "args,code,words",
+    [
+        (["sample", "-n", "1000000000"], 2, ["--length", "1,000,000"]),
+        (["sample", "--num", "20000"], 2, ["--num", "10,000"]),
+        (["sample", "--seed", str(2**70)], 2, ["--seed"]),
+        (["complete", "Poirot", "--seed", "-1"], 2, ["--seed"]),
+        (["complete", "Poirot", "-n", "1000001"], 2, ["--length"]),
+    ],
+)
+def test_generation_bounds(args, code, words):
+    assert_one_line_error(run(*args), code, *words)
+
+
+def test_a_huge_prompt_file_is_refused_before_it_is_read(tmp_path):
+    big = tmp_path / "big.txt"
+    with big.open("w") as f:
+        f.truncate(20_000_000)  # sparse: its size is what counts
+    assert_one_line_error(run("complete", "--prompt-file", str(big)), 2, "20,000,000 bytes", "1,000,000")
+
+
+def test_a_long_prompt_is_fed_in_chunks(monkeypatch):
+    import rnnkit.generate as gen
+    from rnnkit.generate import generate, load_language_model
+
+    model, vocab, _ = load_language_model()
+    prompt = "Poirot said that the little grey cells would find it. " * 3
+    whole = generate(model, vocab, prompt=prompt, length=20, temperature=0)
+    monkeypatch.setattr(gen, "PROMPT_CHUNK_TOKENS", 16)
+    assert generate(model, vocab, prompt=prompt, length=20, temperature=0) == whole

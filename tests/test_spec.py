@@ -88,3 +88,177 @@ def test_switching_model_on_the_command_line_drops_the_other_models_settings():
     assert spec.model_name == "rnn" and spec.model.hidden_size == 128
     with pytest.raises(SpecError, match="model.forget_bias: unknown key"):
         load_spec("examples/palindrome-lstm.yaml", ["model.name=rnn", "model.forget_bias=1.0"])
+
+
+# -- hostile YAML -------------------------------------------------------------------------------
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi", strict=True)
+)
+
+
+@pytest.mark.parametrize(
+    "text,words",
+    [
+        (BOMB, "aliases expand to"),
+        ("model: &a [*a]\n", "recursive alias"),
+        ("model: &m {name: lstm, again: *m}\n", "recursive alias"),
+        ("model: !!python/object:os.system {}\n", "tags are not allowed (!!python/object:os.system)"),
+        ("model:\n  name: !!python/object/apply:os.system [ls]\n", "line 2: tags are not allowed"),
+        ("model: !foo {}\n", "tags are not allowed (!foo)"),
+        ("name: 2024-13-45\n", "malformed YAML"),
+        ("[" * 100 + "]" * 100, "nested more than"),
+        ("seed: " + "9" * 5000 + "\n", "malformed YAML"),
+        ("? [a]\n: 1\n", "plain name"),
+        ("\x1b[31m: 1\n", "malformed YAML"),
+    ],
+)
+def test_hostile_yaml_is_refused_before_it_is_built(tmp_path, text, words):
+    path = tmp_path / "spec.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_small_aliases_and_merge_keys_still_work(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text("model: &m {name: lstm, hidden_size: 8}\ntrain: {lr: &lr 0.01, momentum: 0.5}\n")
+    spec = load_spec(path)
+    assert spec.model.hidden_size == 8 and spec.train.lr == 0.01
+    path.write_text("defaults: &d {name: lstm, hidden_size: 8}\n")  # unknown key, but parsed
+    with pytest.raises(SpecError, match="defaults: unknown key"):
+        load_spec(path)
+
+
+def test_spec_files_are_size_checked_before_reading(tmp_path):
+    path = tmp_path / "huge.yaml"
+    path.write_text("# padding\n" * 100_000)
+    with pytest.raises(SpecError, match="at most 256,000"):
+        load_spec(path)
+
+
+@pytest.mark.parametrize(
+    "override,words",
+    [
+        ("train.lr=&x [*x]", "recursive alias"),
+        ("train.lr=!!python/object/apply:os.system [ls]", "tags are not allowed"),
+        ("seed=1180591620717411303424", "at most 9,223,372,036,854,775,807"),
+        ("seed=-1", "at least 0"),
+        ("train.batch_size=1000000000", "at most 1,000,000"),
+        ("task.length=10001", "at most 10,000"),
+        ("train.max_memory_gb=-1", "at least 0"),
+        ("name=" + "n" * 300, "plain directory name"),
+        ("model.hidden_size=" + "9" * 5000, "must be an integer"),
+    ],
+)
+def test_hostile_overrides_and_upper_bounds(override, words):
+    with pytest.raises(SpecError) as info:
+        resolve_spec(tiny_spec(), [override])
+    assert words in str(info.value) and len(str(info.value)) < 400
+
+
+def test_a_malformed_override_value_is_a_string():
+    from rnnkit.spec import parse_override
+
+    assert parse_override("name=[unclosed") == ("name", "[unclosed")
+    assert parse_override("train.lr=0.001") == ("train.lr", 0.001)
+
+
+# -- memory estimate of a training run ----------------------------------------------------------
+
+
+def _task_and_model(spec):
+    import torch
+
+    from rnnkit.registry import get_model
+    from rnnkit.tasks import task_types
+
+    task_type = task_types()[spec.task_name]
+    task = task_type.factory(spec.task, torch.device("cpu"), spec.seed)
+    return task, get_model(spec.model_name, task_type.model_task)
+
+
+def _christie_like(tmp_path):
+    from tests.conftest import small_text
+
+    return resolve_spec(
+        yaml.safe_load(open("examples/christie.yaml", encoding="utf-8").read()),
+        [f"task.text={small_text(tmp_path)}", "task.corpus=christie"],
+    )
+
+
+def test_training_memory_of_real_specs_is_small_and_quick(tmp_path):
+    import time
+
+    import torch
+
+    from rnnkit.memory import check_training_memory
+
+    specs = [
+        resolve_spec(tiny_spec()),
+        load_spec("examples/palindrome-lstm.yaml"),
+        load_spec("examples/palindrome-rnn.yaml"),
+        _christie_like(tmp_path),
+    ]
+    for spec in specs:
+        task, model_def = _task_and_model(spec)
+        before = {k: v.clone() for k, v in task.rng_state().items()}
+        global_before = torch.get_rng_state()
+        check_training_memory(model_def, spec.model, task, spec.train.batch_size, 16e9)  # warm-up
+        start = time.perf_counter()
+        need = check_training_memory(model_def, spec.model, task, spec.train.batch_size, 16e9)
+        elapsed = time.perf_counter() - start
+        assert 0 < need < 1e9, (spec.name, need)
+        assert elapsed < 0.2, (spec.name, elapsed)  # ~1-7 ms here; generous for a busy CI machine
+        assert all(torch.equal(before[k], v) for k, v in task.rng_state().items())  # the task's draws are kept
+        assert torch.equal(global_before, torch.get_rng_state())
+
+
+def test_training_memory_refuses_huge_batches_and_models(tmp_path):
+    from rnnkit.errors import UsageError
+    from rnnkit.memory import check_training_memory
+
+    for spec in (resolve_spec(tiny_spec()), _christie_like(tmp_path)):
+        task, model_def = _task_and_model(spec)
+        with pytest.raises(UsageError) as info:
+            check_training_memory(model_def, spec.model, task, 1_000_000_000, None)
+        message = str(info.value)
+        assert message.startswith("train.batch_size=1000000000 needs about") and "train.max_memory_gb" in message
+        assert "activations" in message and "lower train.batch_size" in message
+        wide = resolve_spec(spec.to_dict(), ["model.hidden_size=1000000"])
+        with pytest.raises(UsageError, match=r"parameters\) needs about .* lower the model size"):
+            check_training_memory(model_def, wide.model, task, wide.train.batch_size, None)
+    task, model_def = _task_and_model(resolve_spec(tiny_spec()))
+    need = check_training_memory(model_def, resolve_spec(tiny_spec()).model, task, 1000, None)
+    with pytest.raises(UsageError, match=r"over the memory budget of 0\.0 GB"):
+        check_training_memory(model_def, resolve_spec(tiny_spec()).model, task, 1000, need / 2)
+
+
+def test_training_memory_grows_with_the_batch_and_the_sequence():
+    from rnnkit.memory import check_training_memory
+
+    spec = resolve_spec(tiny_spec())
+    task, model_def = _task_and_model(spec)
+    small = check_training_memory(model_def, spec.model, task, 100, 1e12)
+    assert check_training_memory(model_def, spec.model, task, 1000, 1e12) > 5 * small
+    longer = resolve_spec(tiny_spec(), ["task.length=50"])
+    task, model_def = _task_and_model(longer)
+    assert check_training_memory(model_def, longer.model, task, 100, 1e12) > 5 * small
+
+
+def test_training_memory_falls_back_when_the_probe_cannot_run():
+    from dataclasses import replace
+
+    from rnnkit.memory import BYTES_PER_PARAMETER, check_training_memory
+
+    spec = resolve_spec(tiny_spec())
+    task, model_def = _task_and_model(spec)
+
+    def build(config, **dims):
+        raise RuntimeError("cannot build here")
+
+    broken = replace(model_def, build=build)
+    need = check_training_memory(broken, spec.model, task, 10, 1e12)
+    params = model_def.parameter_count(spec.model, **task.dims)
+    assert need >= params * BYTES_PER_PARAMETER  # parameters and the batch only

@@ -70,7 +70,8 @@ def test_sweep_writes_results_and_resumes(tmp_path):
 
     # a changed spec is not "the same run", and a sweep never overwrites a run: refused, nothing touched
     before = (tmp_path / "sweep" / "results.csv").read_text()
-    with pytest.raises(UsageError, match=r"rnn-T04-s0 and 3 more hold runs of another spec \(train.max_steps 12 -> 8\)"):
+    conflict = r"rnn-T04-s0 and 3 more hold runs of another spec \(train.max_steps 12 -> 8\)"
+    with pytest.raises(UsageError, match=conflict):
         run_sweep(_plan(tmp_path, overrides=["train.max_steps=8"]), workers=1)
     assert (tmp_path / "sweep" / "results.csv").read_text() == before
 

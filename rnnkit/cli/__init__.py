@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -34,6 +35,13 @@ class OneLineErrors(TyperGroup):
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except TyperException as exc:  # click's own errors (typer vendors click)
+            if type(exc).__name__ == "NoArgsIsHelpError":  # bare `rnnkit`: the help is the answer
+                help_text = exc.format_message() if hasattr(exc, "format_message") else ""
+                if help_text.strip():  # (typer's rich help has already been printed)
+                    print(help_text, file=sys.stderr)
+                if standalone_mode:
+                    sys.exit(2)
+                raise
             ctx = getattr(exc, "ctx", None)
             hint = f" (see {ctx.command_path} --help)" if ctx is not None and exc.exit_code == 2 else ""
             message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
@@ -46,6 +54,19 @@ class OneLineErrors(TyperGroup):
             if standalone_mode:
                 sys.exit(130)
             raise
+        except KeyboardInterrupt:  # outside a command (while options are parsed)
+            print("interrupted", file=sys.stderr)
+            if standalone_mode:
+                sys.exit(130)
+            raise
+        except Exception as exc:  # outside a command's own error handling: still one line
+            from rnnkit.cli.common import debug, error_line
+
+            if debug() or not standalone_mode:
+                raise
+            message, code = error_line(exc)
+            print(f"error: {message}", file=sys.stderr)
+            sys.exit(code)
         if standalone_mode:
             sys.exit(result if isinstance(result, int) else 0)
         return result
@@ -86,4 +107,17 @@ app.command()(models)
 
 
 def main() -> None:
-    app(prog_name="rnnkit")
+    """The ``rnnkit`` console script. Once the command is over (finished, failed or interrupted), a
+    further Ctrl-C is ignored, so that the interpreter's shutdown (joining worker processes, flushing
+    files) never prints a traceback."""
+    try:
+        app(prog_name="rnnkit")
+    finally:
+        _ignore_sigint()
+
+
+def _ignore_sigint() -> None:
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: nothing to do
+        pass

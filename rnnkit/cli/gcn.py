@@ -23,10 +23,12 @@ def gcn(
         help="Comma-separated implementations: dense, pyg or any registered graph model [default: dense,pyg].",
         show_default=False,
     ),
-    layers: int = typer.Option(None, help="GCN layers [default: 2].", show_default=False),
+    layers: int = typer.Option(None, help="GCN layers, at most 64 [default: 2].", show_default=False),
     hidden: int = typer.Option(None, help="Hidden units [default: 16].", show_default=False),
-    epochs: int = typer.Option(None, help="Epochs per run [default: 200].", show_default=False),
-    runs: int = typer.Option(None, help="Runs (seeds) per implementation [default: 10].", show_default=False),
+    epochs: int = typer.Option(None, help="Epochs per run, at most 1,000,000 [default: 200].", show_default=False),
+    runs: int = typer.Option(
+        None, help="Runs (seeds) per implementation, at most 1,000 [default: 10].", show_default=False
+    ),
     device: str = typer.Option(None, help="auto, cpu or cuda [default: auto].", show_default=False),
     data_dir: Path = typer.Option(
         None,
@@ -39,13 +41,17 @@ def gcn(
     nodes: int = typer.Option(None, help="Synthetic graph: nodes [default: 1000].", show_default=False),
     degree: float = typer.Option(None, help="Synthetic graph: average degree [default: 10].", show_default=False),
     classes: int = typer.Option(None, help="Synthetic graph: classes [default: 4].", show_default=False),
-    max_dense_gb: float = typer.Option(
+    max_memory_gb: float = typer.Option(
         None,
+        "--max-memory-gb",
         "--max-dense-gb",
-        help="Memory budget for a dense adjacency [default: half of the available memory].",
+        help="Memory budget in GB: an implementation whose estimate (graph, parameters, activations, dense "
+        "adjacency) is over it is refused before it runs [default: half of the available memory].",
         show_default=False,
     ),
-    threads: int = typer.Option(None, "--threads", min=1, help="CPU threads for torch.", show_default=False),
+    threads: int = typer.Option(
+        None, "--threads", min=1, max=1024, help="CPU threads for torch (1 to 1024).", show_default=False
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
 ) -> None:
     """Train GCN implementations on one graph and compare accuracy, speed and memory side by side."""
@@ -65,7 +71,7 @@ def gcn(
         "nodes": nodes,
         "degree": degree,
         "classes": classes,
-        "max_dense_gb": max_dense_gb,
+        "max_memory_gb": max_memory_gb,
     }
     resolved = load_gcn_spec(spec, {k: v for k, v in options.items() if v is not None})
     graph = check_comparison(resolved)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -18,13 +21,75 @@ def _load(checkpoint: Path | None, backend: str | None, device: str):  # noqa: A
     return load_language_model(checkpoint, backend=backend, device=str(resolve_device(device)))
 
 
-def _prompt(vocab: object, text: str, drop_unknown: bool) -> list[int]:
+def _prompt(vocab: object, text: str, drop_unknown: bool, *, required: bool = False) -> list[int]:
+    from rnnkit.errors import UsageError
     from rnnkit.generate import prompt_ids
 
     ids, dropped = prompt_ids(vocab, text, drop_unknown=drop_unknown)  # type: ignore[arg-type]
+    if required and not ids:
+        raise UsageError("nothing of the prompt is left after dropping the characters the model does not know")
     if dropped:
         warn(f"dropped characters the model does not know: {', '.join(repr(c) for c in dropped)}")
     return ids
+
+
+#: Largest --prompt-file read (refused before it is read); the prompt is also at most
+#: rnnkit.generate.MAX_PROMPT_CHARS characters.
+MAX_PROMPT_FILE_BYTES = 1_000_000
+#: Seeds are what torch.manual_seed takes (the same bound as a run spec's ``seed``).
+MAX_SEED = 2**63 - 1
+#: Streamed text is flushed at least this often (seconds), so that a pipe sees it as it comes.
+FLUSH_EVERY = 0.05
+
+
+class _Writer:
+    """Text to stdout as it is generated: written at once, flushed every FLUSH_EVERY seconds and at
+    the end of each line."""
+
+    def __init__(self) -> None:
+        self.out = sys.stdout
+        self.last = time.monotonic()
+
+    def write(self, text: str, *, flush: bool = False) -> None:
+        try:
+            self.out.write(text)
+            now = time.monotonic()
+            if flush or now - self.last >= FLUSH_EVERY:
+                self.out.flush()
+                self.last = now
+        except BrokenPipeError:
+            raise
+        except OSError as exc:  # e.g. stdout on a full disk: name it in the error
+            if exc.filename is None:
+                exc.filename = "standard output"
+            raise
+
+
+def _stream(writer: _Writer, model: Any, vocab: Any, *, head: str, table: bool, num: int, **options: Any) -> None:
+    """Write ``num`` samples, each ``head`` and its continuation on a line: the first as it is
+    generated, the others (generated in the same batch) when it is done."""
+    import torch
+
+    from rnnkit.generate import generate_ids
+
+    def shown(text: str) -> str:
+        return text.replace("\n", " ") if table else text
+
+    chars = vocab.chars
+    rest: list[Any] = []
+    writer.write(shown(head), flush=True)
+    try:
+        for nxt in generate_ids(model, vocab, num=num, **options):  # (num,) ids per step
+            writer.write(shown(chars[int(nxt[0])]))
+            if num > 1:
+                rest.append(nxt[1:])
+    except KeyboardInterrupt:
+        writer.write("\n", flush=True)  # end the partial line before the interruption is reported
+        raise
+    writer.write("\n", flush=True)
+    if rest:
+        for row in torch.stack(rest, dim=1).tolist():  # (num - 1, length)
+            writer.write(shown(head + vocab.decode(row)) + "\n", flush=True)
 
 
 @handle_errors
@@ -34,23 +99,26 @@ def sample(
         help="A run directory or weights file (default: the Christie model shipped with rnnkit).",
         show_default=False,
     ),
-    length: int = typer.Option(200, "--length", "-n", help="Characters to generate per sample."),
+    length: int = typer.Option(200, "--length", "-n", help="Characters to generate per sample (at most 1,000,000)."),
     temperature: float = typer.Option(0.5, "--temperature", "-t", help="0 is greedy (argmax); higher is wilder."),
     temperatures: str = typer.Option(
         None, help="Comma-separated temperatures, one line each (e.g. 0,0.25,0.5,1,2).", show_default=False
     ),
     top_k: int = typer.Option(0, "--top-k", help="Sample only from the K most likely characters (0: all)."),
-    num: int = typer.Option(1, "--num", help="Samples to generate (as one batch)."),
-    seed: int = typer.Option(None, help="Random seed for reproducible samples.", show_default=False),
+    num: int = typer.Option(1, "--num", help="Samples to generate (as one batch; at most 10,000)."),
+    seed: int = typer.Option(
+        None, min=0, max=MAX_SEED, help="Random seed for reproducible samples (0 to 2^63-1).", show_default=False
+    ),
     start: str = typer.Option("", "--start", help="Text to start from (default: a new line)."),
     drop_unknown: bool = typer.Option(False, "--drop-unknown", help="Drop start characters the model does not know."),
     backend: str = typer.Option(None, help="torch or scratch (default: the checkpoint's).", show_default=False),
     device: str = typer.Option("cpu", help=DEVICE_HELP),
 ) -> None:
-    """Generate text from a character language model; the text goes to stdout."""
+    """Generate text from a character language model; the text goes to stdout as it is generated."""
     from rnnkit.errors import UsageError
-    from rnnkit.generate import check_sampling, generate
+    from rnnkit.generate import check_sampling, check_sizes
 
+    check_sizes(length=length, num=num, prompt_chars=len(start))
     temps = [temperature]
     if temperatures is not None:
         try:
@@ -61,17 +129,15 @@ def sample(
             raise UsageError("--temperatures is empty")
     model, vocab, _ = _load(checkpoint, backend, device)
     for t in temps:
-        check_sampling(vocab, length=length, temperature=t, top_k=top_k, num=num)
+        check_sampling(vocab, length=length, temperature=t, top_k=top_k, num=num, prompt_chars=len(start))
     ids = _prompt(vocab, start, drop_unknown)
     start = vocab.decode(ids)
+    writer = _Writer()
     for t in temps:
-        texts = generate(model, vocab, prompt=ids, length=length, temperature=t, top_k=top_k, num=num, seed=seed)
-        for text in texts:
-            line = start + text
-            if temperatures is not None:
-                typer.echo(f"T={t:<5g} " + line.replace("\n", " "))  # the report's table: one line each
-            else:
-                typer.echo(line)
+        table = temperatures is not None  # the report's table: one line per temperature
+        head = (f"T={t:<5g} " if table else "") + start
+        options = {"prompt": ids, "length": length, "temperature": t, "top_k": top_k, "seed": seed}
+        _stream(writer, model, vocab, head=head, table=table, num=num, **options)
 
 
 @handle_errors
@@ -84,31 +150,33 @@ def complete(
         help="A run directory or weights file (default: the shipped Christie model).",
         show_default=False,
     ),
-    prompt_file: Path = typer.Option(None, "--prompt-file", help="Read the prompt from a file.", show_default=False),
-    length: int = typer.Option(70, "--length", "-n", help="Characters to add."),
+    prompt_file: Path = typer.Option(
+        None, "--prompt-file", help="Read the prompt from a file (at most 1 MB).", show_default=False
+    ),
+    length: int = typer.Option(70, "--length", "-n", help="Characters to add (at most 1,000,000)."),
     temperature: float = typer.Option(0.25, "--temperature", "-t", help="0 is greedy (argmax)."),
     top_k: int = typer.Option(0, "--top-k", help="Sample only from the K most likely characters (0: all)."),
-    seed: int = typer.Option(None, help="Random seed.", show_default=False),
+    seed: int = typer.Option(None, min=0, max=MAX_SEED, help="Random seed (0 to 2^63-1).", show_default=False),
     drop_unknown: bool = typer.Option(False, "--drop-unknown", help="Drop prompt characters the model does not know."),
     backend: str = typer.Option(None, help="torch or scratch (default: the checkpoint's).", show_default=False),
     device: str = typer.Option("cpu", help=DEVICE_HELP),
 ) -> None:
-    """Continue a prompt: fed once, then (h, c) carried on, one step per new character. Text to stdout."""
+    """Continue a prompt: fed once, then (h, c) carried on; the text goes to stdout as it is generated."""
     from rnnkit.data.text import clean_text, read_text_file
     from rnnkit.errors import UsageError
-    from rnnkit.generate import check_sampling, generate
+    from rnnkit.generate import check_sampling, check_sizes
 
+    check_sizes(length=length)
     if prompt_file is not None:
         if prompt is not None:
             raise UsageError("give a prompt or --prompt-file, not both")
-        prompt = read_text_file(prompt_file, what="prompt file").rstrip("\n")
+        prompt = read_text_file(prompt_file, what="prompt file", max_bytes=MAX_PROMPT_FILE_BYTES).rstrip("\n")
     if not prompt:
         raise UsageError('give a prompt to complete, e.g. rnnkit complete "Poirot said"')
     prompt = clean_text(prompt)
+    check_sizes(length=length, prompt_chars=len(prompt))
     model, vocab, _ = _load(checkpoint, backend, device)
-    check_sampling(vocab, length=length, temperature=temperature, top_k=top_k)
-    ids = _prompt(vocab, prompt, drop_unknown)
-    if not ids:
-        raise UsageError("nothing of the prompt is left after dropping unknown characters")
-    (text,) = generate(model, vocab, prompt=ids, length=length, temperature=temperature, top_k=top_k, seed=seed)
-    typer.echo(vocab.decode(ids) + text)
+    check_sampling(vocab, length=length, temperature=temperature, top_k=top_k, prompt_chars=len(prompt))
+    ids = _prompt(vocab, prompt, drop_unknown, required=True)
+    options = {"prompt": ids, "length": length, "temperature": temperature, "top_k": top_k, "seed": seed}
+    _stream(_Writer(), model, vocab, head=vocab.decode(ids), table=False, num=1, **options)

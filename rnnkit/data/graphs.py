@@ -1,18 +1,16 @@
 """Graphs for node classification: Zachary's karate club, the Planetoid citation graphs, and a seeded
 stochastic block model for scaling.
 
-Planetoid sets (``cora``, ``citeseer``, ``pubmed``) use torch-geometric's loader with its public split.
-Their raw files are looked for under ``data_dir`` / ``$RNNKIT_DATA_DIR`` (``planetoid/<Name>/raw/`` or
-``<Name>/raw/``) and linked into a writable cache where Planetoid writes its processed copy; with no
-local copy Planetoid downloads them there. torch-geometric is imported only here, when a graph is
-loaded, so ``rnnkit --help`` stays fast.
+Planetoid sets (``cora``, ``citeseer``, ``pubmed``) have the public split. Their raw files are looked
+for under ``data_dir`` / ``$RNNKIT_DATA_DIR`` (``planetoid/<Name>/raw/`` or ``<Name>/raw/``); with no
+local copy they are downloaded into the cache folder. They are pickles, so ``rnnkit.data.planetoid``
+reads them with a restricted unpickler (never torch-geometric's ``Planetoid``, which unpickles them and
+its processed cache freely) and caches the built tensors as safetensors. torch-geometric is imported
+only here, for the karate club, so ``rnnkit --help`` stays fast.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,11 +101,27 @@ def _cache_root() -> Path:
     return cache_dir() / "planetoid"
 
 
+def _data_roots(data_dir: str | Path | None) -> list[Path]:
+    """The folders Planetoid files are looked for in: ``data_dir``, then ``$RNNKIT_DATA_DIR``. One that is
+    a file is a usage error (rather than silently no local copy, then a download); one that does not
+    exist is only skipped."""
+    roots = []
+    for value, origin in ((data_dir, "--data-dir"), (os.environ.get("RNNKIT_DATA_DIR"), "RNNKIT_DATA_DIR")):
+        if not value:
+            continue
+        root = Path(value).expanduser()
+        if root.exists() and not root.is_dir():
+            shown = f"--data-dir {root}" if origin == "--data-dir" else f"RNNKIT_DATA_DIR={root}"
+            raise UsageError(f"{shown} is a file, not a directory (give the folder that holds planetoid/<Name>/raw)")
+        roots.append(root)
+    return roots
+
+
 def _planetoid(name: str, data_dir: str | Path | None) -> Graph:
-    from torch_geometric.datasets import Planetoid
+    from rnnkit.data import planetoid
 
     folder = PLANETOID[name]
-    roots = [Path(d).expanduser() for d in (data_dir, os.environ.get("RNNKIT_DATA_DIR")) if d]
+    roots = _data_roots(data_dir)
     local = next(
         (
             raw
@@ -121,30 +135,23 @@ def _planetoid(name: str, data_dir: str | Path | None) -> Graph:
         missing = [f"ind.{name}.{part}" for part in PLANETOID_FILES if not (local / f"ind.{name}.{part}").is_file()]
         if missing:
             raise RunError(f"{local} lacks {', '.join(missing)}: Planetoid needs all eight ind.{name}.* files")
-    key = hashlib.sha1(str(local.resolve()).encode()).hexdigest()[:12] if local else ""
-    cache = _cache_root() / (f"local-{key}" if local else "download")
-    raw = cache / folder / "raw"
-    try:
-        if local is not None and not raw.exists():
-            raw.parent.mkdir(parents=True, exist_ok=True)
-            raw.symlink_to(local.resolve(), target_is_directory=True)
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            dataset = Planetoid(str(cache), folder)  # quiet: it prints "Processing..." / "Downloading ..."
-    except Exception as exc:  # noqa: BLE001 - Planetoid raises anything from URLError to UnpicklingError
-        if local is not None:
+        raw = local
+    else:
+        raw = _cache_root() / "download" / folder / "raw"  # where earlier versions downloaded them too
+        try:
+            planetoid.download(name, raw)
+        except RunError as exc:
+            where = " or ".join(str(r / "planetoid" / folder / "raw") for r in roots) or f"DIR/planetoid/{folder}/raw"
             raise RunError(
-                f"cannot read the {name} files in {local} ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'})"
-            ) from exc
-        where = " or ".join(str(r / "planetoid" / folder / "raw") for r in roots) or f"DIR/planetoid/{folder}/raw"
-        raise RunError(
-            f"cannot load {name}: no local copy and the download failed ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}); put Planetoid's raw files (ind.{name}.x, ...) "
-            f"in {where} and pass --data-dir DIR (or RNNKIT_DATA_DIR)"
-        ) from exc
-    data = dataset[0]
-    x = data.x / data.x.sum(dim=1, keepdim=True).clamp(min=1)  # row-normalised bag of words, as Kipf & Welling
-    return Graph(name, x, data.edge_index, data.y, data.train_mask, data.val_mask, data.test_mask, dataset.num_classes)
+                f"cannot load {name}: no local copy and the download failed ({exc}); put Planetoid's raw files "
+                f"(ind.{name}.x, ...) in {where} and pass --data-dir DIR (or RNNKIT_DATA_DIR)"
+            ) from None
+    data = planetoid.load(name, raw, _cache_root())
+    x = data["x"] / data["x"].sum(dim=1, keepdim=True).clamp(min=1)  # row-normalised bag of words, as Kipf & Welling
+    y = data["y"]
+    return Graph(
+        name, x, data["edge_index"], y, data["train_mask"], data["val_mask"], data["test_mask"], int(y.max()) + 1
+    )
 
 
 def stochastic_block_model(nodes: int, degree: float, classes: int, features: int, seed: int) -> Graph:

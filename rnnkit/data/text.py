@@ -35,7 +35,8 @@ class TextConfig:
     corpus: str = "christie"  # a named corpus; ignored when `text` is given
     text: str = ""  # path to any UTF-8 text file
     data_dir: str = ""  # where named corpora are looked for first (else $RNNKIT_DATA_DIR)
-    seq_len: int = field(default=30, metadata={"gt": 0})
+    # characters of back-propagation through time per window (the reference uses 30; 10,000 is far past any use)
+    seq_len: int = field(default=30, metadata={"gt": 0, "le": 10_000})
     val_fraction: float = field(default=0.1, metadata={"gt": 0, "lt": 1})
 
 
@@ -44,14 +45,28 @@ def clean_text(text: str) -> str:
     return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
 
 
-def read_text_file(path: str | Path, what: str = "corpus file") -> str:
-    """Read a UTF-8 text file, with one clear error for a missing, binary or undecodable file."""
+def read_text_file(path: str | Path, what: str = "corpus file", max_bytes: int | None = None) -> str:
+    """Read a UTF-8 text file, with one clear error for a missing, binary or undecodable file.
+
+    With ``max_bytes``, a larger file is refused (UsageError) before it is read into memory."""
     path = Path(path).expanduser()
     if path.is_dir():
         raise RunError(f"{what} {path} is a directory")
-    if not path.is_file():
+    if not path.exists():
         raise RunError(f"{what} not found: {path}")
-    data = path.read_bytes()
+    if not path.is_file():
+        raise RunError(f"{what} {path} is not a regular file")
+    try:
+        if max_bytes is None:
+            data = path.read_bytes()
+        else:
+            size = path.stat().st_size
+            with path.open("rb") as f:
+                data = f.read(max_bytes + 1) if size <= max_bytes else b""
+            if size > max_bytes or len(data) > max_bytes:
+                raise UsageError(f"{what} {path} is {max(size, len(data)):,} bytes, over the {max_bytes:,} allowed")
+    except OSError as exc:
+        raise RunError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
     if b"\x00" in data[:65536]:
         raise RunError(f"{path} looks like a binary file, not UTF-8 text")
     try:
