@@ -52,10 +52,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        _name_file(exc, path)
         raise
     fsync_dir(path.parent)
+
+
+def _name_file(exc: BaseException, path: Path) -> None:
+    """Give an OSError (a full disk) the file it was writing, so the one-line error can name it."""
+    if isinstance(exc, OSError) and exc.filename is None:
+        exc.filename = str(path)
 
 
 def fsync_dir(path: Path) -> None:
@@ -119,24 +126,34 @@ def publish(run_dir: Path, link: str, files: dict[str, bytes]) -> Path:
     name = f"{link}-{uuid.uuid4().hex[:12]}"
     target = store / name
     with deferred_signals():
-        store.mkdir(exist_ok=True)
-        target.mkdir()
-        for filename, data in files.items():
-            with open(target / filename, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        fsync_dir(target)
-        fsync_dir(store)
-        previous = _link_target(run_dir / link)
-        pending = run_dir / f".{link}.{name}.link"
-        os.symlink(Path(STORE_DIR) / name, pending)
-        if (run_dir / link).is_dir() and not (run_dir / link).is_symlink():  # a 0.1 run's best/: replaced
-            shutil.rmtree(run_dir / link)
-        os.replace(pending, run_dir / link)  # the commit
-        fsync_dir(run_dir)
-        if previous is not None and previous != target:
-            shutil.rmtree(previous, ignore_errors=True)
+        try:
+            return _publish(run_dir, link, files, store, name, target)
+        except OSError as exc:
+            shutil.rmtree(target, ignore_errors=True)  # not published: the previous checkpoint stands
+            _name_file(exc, target)
+            raise
+
+
+def _publish(run_dir: Path, link: str, files: dict[str, bytes], store: Path, name: str, target: Path) -> Path:
+    """Write the files into ``target`` and publish it; see ``publish``."""
+    store.mkdir(exist_ok=True)
+    target.mkdir()
+    for filename, data in files.items():
+        with open(target / filename, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    fsync_dir(target)
+    fsync_dir(store)
+    previous = _link_target(run_dir / link)
+    pending = run_dir / f".{link}.{name}.link"
+    os.symlink(Path(STORE_DIR) / name, pending)
+    if (run_dir / link).is_dir() and not (run_dir / link).is_symlink():  # a 0.1 run's best/: replaced
+        shutil.rmtree(run_dir / link)
+    os.replace(pending, run_dir / link)  # the commit
+    fsync_dir(run_dir)
+    if previous is not None and previous != target:
+        shutil.rmtree(previous, ignore_errors=True)
     return target
 
 

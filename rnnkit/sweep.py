@@ -30,6 +30,7 @@ from rnnkit.runner import (
     RunInterrupted,
     finished_meta,
     read_record,
+    resolve_device,
     saved_spec,
     spec_differences,
     train_run,
@@ -235,6 +236,31 @@ def check_no_conflicts(out: Path, runs: list[tuple[str, int, int, RunSpec]]) -> 
         )
 
 
+def check_memory(runs: list[tuple[str, int, int, RunSpec]]) -> None:
+    """Refuse a sweep any of whose runs would not fit in memory, before the first one starts (each
+    distinct model and task setting is estimated once; seeds do not change the size)."""
+    import dataclasses
+
+    from rnnkit.memory import check_training_memory, memory_budget
+    from rnnkit.registry import get_model
+    from rnnkit.tasks import task_types
+
+    tasks: dict[str, Any] = {}
+    seen = set()
+    for _, _, _, spec in runs:
+        key = repr((spec.model_name, spec.model, spec.task_name, spec.task, spec.train.batch_size, spec.device))
+        if key in seen:
+            continue
+        seen.add(key)
+        task_type = task_types()[spec.task_name]
+        task_key = repr((spec.task_name, dataclasses.asdict(spec.task)))
+        if task_key not in tasks:
+            tasks[task_key] = task_type.factory(spec.task, resolve_device(spec.device), spec.seed)
+        model_def = get_model(spec.model_name, task_type.model_task)
+        budget = memory_budget(spec.train.max_memory_gb, resolve_device(spec.device))
+        check_training_memory(model_def, spec.model, tasks[task_key], spec.train.batch_size, budget)
+
+
 _in_run = False
 
 
@@ -357,6 +383,7 @@ def run_sweep(
     runs = runs if runs is not None else plan.run_specs()
     prepare_run_dir(plan.out)
     check_no_conflicts(plan.out, runs)
+    check_memory(runs)
     workers = max(1, workers)
     threads = max(1, (os.cpu_count() or 1) // workers)
     rows = {i: _row(m, t, s, plan.out / spec.name, None) for i, (m, t, s, spec) in enumerate(runs)}

@@ -11,8 +11,8 @@ cases selected, and each case is its own test.
 The memory ceiling is the driver's address space after those imports plus 2 GiB: torch reserves a
 large virtual address space on import, so an absolute 2 GiB would fail before any case runs.
 
-``LEAD_CASES`` are cases for code owned elsewhere that is being changed; they run only with
-``RNNKIT_LEAD_CASES=1``.
+``RUNS`` are the cases of the run machinery: memory over budget, damaged or locked checkpoints,
+a full disk during a save.
 """
 
 from __future__ import annotations
@@ -50,7 +50,6 @@ class Case:
     hold_lock: str = ""  # a directory (under {ws}) whose .lock the driver holds while the case runs
     fsize: int = 0  # RLIMIT_FSIZE in bytes (0: unlimited): writes past it fail (EFBIG)
     header: str = ""  # the start of one progress line the command prints before it fails (else none)
-    lead: bool = False
 
 
 def c(id: str, args: str | list[str], code: int, *words: str, **options: Any) -> Case:
@@ -348,24 +347,24 @@ MODELS = [
 
 CASES = GLOBAL + TRAIN + SWEEP + PLOT + SAMPLE + COMPLETE + GCN + MODELS
 
-#: Cases in code others are changing now; run with RNNKIT_LEAD_CASES=1.
-LEAD_CASES = [
-    c("lead-train-batch-over-memory", f"train {PAL} train.batch_size=1000000 task.length=10000", 2, "memory budget"),
-    c("lead-train-hidden-over-memory", f"train {PAL} model.hidden_size=1000000", 2, "memory budget"),
-    c("lead-train-batch-billion", f"train {PAL} train.batch_size=1000000000", 2, "batch_size"),
-    c("lead-resume-truncated-state", "train --resume {ws}/runs/pal-truncated train.max_steps=40", 1, "state"),
-    c("lead-resume-garbage-state", "train --resume {ws}/runs/pal-garbage train.max_steps=40", 1, "state"),
+#: The run machinery: memory budget, damaged and locked checkpoints, a full disk during a save.
+RUNS = [
+    c("run-train-batch-over-memory", f"train {PAL} train.batch_size=1000000 task.length=10000", 2, "memory budget"),
+    c("run-train-hidden-over-memory", f"train {PAL} model.hidden_size=1000000", 2, "memory budget"),
+    c("run-train-batch-billion", f"train {PAL} train.batch_size=1000000000", 2, "batch_size"),
+    c("run-resume-truncated-state", "train --resume {ws}/runs/pal-truncated train.max_steps=40", 1, "state"),
+    c("run-resume-garbage-state", "train --resume {ws}/runs/pal-garbage train.max_steps=40", 1, "state"),
     c(
-        "lead-resume-locked",
+        "run-resume-locked",
         "train --resume {ws}/runs/pal-locked train.max_steps=40",
         1,
         "process",
         hold_lock="runs/pal-locked",
     ),
-    c("lead-sweep-lengths-100-million", "sweep --lengths 2-100000000", 2, "lengths"),
-    c("lead-sweep-hidden-over-memory", f"sweep --lengths 5 -s model.hidden_size={BIG}", 2, "memory budget"),
+    c("run-sweep-lengths-100-million", "sweep --lengths 2-100000000", 2, "lengths"),
+    c("run-sweep-hidden-over-memory", f"sweep --lengths 5 -s model.hidden_size={BIG}", 2, "memory budget"),
     c(
-        "lead-disk-full-during-save",
+        "run-disk-full-during-save",
         f"train {PAL} {PAL_ARGS} --device cpu --no-progress --out-dir " + "{ws}/full",
         1,
         "while writing",
@@ -374,11 +373,7 @@ LEAD_CASES = [
         header="training lstm on palindrome",
     ),
 ]
-for _case in LEAD_CASES:
-    _case.lead = True
-
-RUN_LEAD = os.environ.get("RNNKIT_LEAD_CASES", "") not in ("", "0")
-SELECTED = CASES + (LEAD_CASES if RUN_LEAD else [])
+SELECTED = CASES + RUNS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -683,7 +678,7 @@ def results(request, tmp_path_factory) -> dict[str, Any]:
 
 def test_catalogue_size():
     assert len(CASES) >= 150
-    assert len({case.id for case in CASES + LEAD_CASES}) == len(CASES + LEAD_CASES)
+    assert len({case.id for case in SELECTED}) == len(SELECTED)
     commands = {case.args[0] if case.args else "" for case in CASES}
     assert {"train", "sweep", "plot", "sample", "complete", "gcn", "models"} <= commands
 
