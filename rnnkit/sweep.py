@@ -261,6 +261,13 @@ def check_memory(runs: list[tuple[str, int, int, RunSpec]]) -> None:
         check_training_memory(model_def, spec.model, tasks[task_key], spec.train.batch_size, budget)
 
 
+def check_plan(out: Path, runs: list[tuple[str, int, int, RunSpec]]) -> None:
+    """Everything that can be known before the first run: no run of another spec is in the way, and
+    every run fits in memory."""
+    check_no_conflicts(out, runs)
+    check_memory(runs)
+
+
 _in_run = False
 
 
@@ -372,8 +379,11 @@ def run_sweep(
     workers: int = 1,
     on_result: Callable[[dict[str, Any], bool], None] | None = None,
     runs: list[tuple[str, int, int, RunSpec]] | None = None,
+    check: bool = True,
 ) -> list[dict[str, Any]]:
     """Run every planned run not already finished; returns the rows of results.csv.
+
+    ``check=False`` skips ``check_plan`` for a caller that has just run it.
 
     ``on_result(row, skipped)`` is called as each run finishes (or is found finished); ``runs`` are
     the plan's resolved runs when the caller has them already. Runs that another live process owns
@@ -382,8 +392,8 @@ def run_sweep(
     """
     runs = runs if runs is not None else plan.run_specs()
     prepare_run_dir(plan.out)
-    check_no_conflicts(plan.out, runs)
-    check_memory(runs)
+    if check:
+        check_plan(plan.out, runs)
     workers = max(1, workers)
     threads = max(1, (os.cpu_count() or 1) // workers)
     rows = {i: _row(m, t, s, plan.out / spec.name, None) for i, (m, t, s, spec) in enumerate(runs)}

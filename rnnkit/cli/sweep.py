@@ -45,7 +45,7 @@ def sweep(
     from rnnkit.progress import CountProgress
     from rnnkit.rundir import prepare_run_dir
     from rnnkit.runner import resolve_device
-    from rnnkit.sweep import FIGURE_FILE, plan_sweep, run_sweep
+    from rnnkit.sweep import FIGURE_FILE, check_plan, plan_sweep, run_sweep
 
     plan, n_workers = plan_sweep(
         spec, lengths=lengths, models=models, seeds=seeds, workers=workers, out=out, overrides=list(settings or [])
@@ -54,6 +54,7 @@ def sweep(
     for device in {run[3].device for run in runs}:
         resolve_device(device)
     prepare_run_dir(plan.out)  # an unwritable --out fails here, before the header line
+    check_plan(plan.out, runs)  # runs of another spec in the way, memory
     report_plugin_failures()
     err_console.print(
         f"sweep: {len(runs)} runs ({', '.join(plan.models)} x {len(plan.lengths)} lengths x "
@@ -69,7 +70,7 @@ def sweep(
             detail = f", best acc {acc:.3f}" if isinstance(acc, float) else error
             bar.log(f"{row['model']:>8} T={row['length']:<3} seed {row['seed']}: {what}{detail}")
 
-        rows = run_sweep(plan, workers=n_workers, on_result=on_result, runs=runs)
+        rows = run_sweep(plan, workers=n_workers, on_result=on_result, runs=runs, check=False)
     figure = save_figure(sweep_figure(rows, title=f"Palindromes: {plan.out.name}"), plan.out / FIGURE_FILE)
     out_console.print(summary_table(rows))
     out_console.print(f"results: {plan.out / 'results.csv'}\nfigure:  {figure}", markup=False)
