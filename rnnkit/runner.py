@@ -322,10 +322,11 @@ def restore(run_dir: Path, spec: RunSpec, model: Any, trainer: Any, base_meta: d
             f"cannot resume {run_dir}: weights (step {saved.get('steps')}) and trainer state "
             f"(step {trainer.step}) disagree"
         )
-    if saved.get("status") in FINISHED_STATUSES and trainer.step >= spec.train.max_steps:
+    saved_budget = ((saved.get("spec") or {}).get("train") or {}).get("max_steps", trainer.step)
+    if saved.get("status") in FINISHED_STATUSES and spec.train.max_steps <= max(trainer.step, saved_budget):
         raise RunError(
             f"{run_dir} already finished at step {trainer.step} ({saved['status']}); "
-            f"resume with a larger train.max_steps to train on"
+            f"resume with a larger train.max_steps (now {spec.train.max_steps}) to train on"
         )
     if trainer.step > spec.train.max_steps:
         raise RunError(

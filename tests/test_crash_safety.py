@@ -320,3 +320,13 @@ def test_a_sweep_rerun_with_other_settings_overwrites_nothing(tmp_path):
         run_sweep(other, workers=1)
     after = sorted((p.name, p.read_bytes()) for p in (tmp_path / "s").rglob("*") if p.is_file())
     assert after == before
+
+
+def test_a_solved_run_is_not_trained_again_by_resume(tmp_path):
+    spec = resolve_spec(tiny_spec(train={"max_steps": 500, "early_stop": {"threshold": 0.3, "window": 5}}))
+    meta = train_run(spec, tmp_path / "run")
+    assert meta["status"] == "solved" and meta["steps"] < 500
+    before = (tmp_path / "run" / CHECKPOINT_LINK / "model.safetensors").read_bytes()
+    with pytest.raises(Exception, match="already finished"):
+        train_run(spec, tmp_path / "run", resume=True)
+    assert (tmp_path / "run" / CHECKPOINT_LINK / "model.safetensors").read_bytes() == before
