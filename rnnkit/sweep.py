@@ -64,7 +64,7 @@ def parse_lengths(text: str) -> list[int]:
     text = str(text).strip()
     lengths: list[int] = []
     for part in (p.strip() for p in text.split(",")):
-        m = re.fullmatch(r"(\d+)(?:-(\d+)(?::(\d+))?)?", part)
+        m = re.fullmatch(r"(\d{1,9})(?:-(\d{1,9})(?::(\d{1,9}))?)?", part)  # a billion: past any bound
         if not m:
             raise UsageError(f"invalid lengths '{text}': use a range like 5-35, 5-35:5 or a list like 5,10,20")
         start = int(m.group(1))

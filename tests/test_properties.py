@@ -12,7 +12,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -186,6 +185,5 @@ def test_any_lengths_parse_or_are_one_usage_error(text):
         assert result == sorted(set(result)) and all(isinstance(n, int) and n >= 2 for n in result)
 
 
-@pytest.mark.xfail(reason="rnnkit.sweep.parse_lengths: int() of a 4,300+ digit length (reported)", strict=False)
 def test_lengths_with_thousands_of_digits():
     outcome(parse_lengths, "5-" + "9" * 5000)
