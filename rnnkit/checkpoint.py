@@ -127,15 +127,16 @@ def publish(run_dir: Path, link: str, files: dict[str, bytes]) -> Path:
     target = store / name
     with deferred_signals():
         try:
-            return _publish(run_dir, link, files, store, name, target)
+            return _publish(run_dir, link, files, target)
         except OSError as exc:
             shutil.rmtree(target, ignore_errors=True)  # not published: the previous checkpoint stands
             _name_file(exc, target)
             raise
 
 
-def _publish(run_dir: Path, link: str, files: dict[str, bytes], store: Path, name: str, target: Path) -> Path:
+def _publish(run_dir: Path, link: str, files: dict[str, bytes], target: Path) -> Path:
     """Write the files into ``target`` and publish it; see ``publish``."""
+    store, name = target.parent, target.name
     store.mkdir(exist_ok=True)
     target.mkdir()
     for filename, data in files.items():
@@ -260,3 +261,23 @@ def load_state(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} is not a trainer state written by rnnkit")
     return state
+
+
+def load_weights(model: Any, state: dict[str, Any], what: str) -> None:
+    """Load ``state`` into ``model``, or one line that says which weights do not fit."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    problems = (
+        ([f"missing {', '.join(missing[:3])}"] if missing else [])
+        + ([f"unexpected {', '.join(unexpected[:3])}"] if unexpected else [])
+        + ([f"shape {wrong[0]} expected"] if wrong else [])
+    )
+    if problems:
+        raise CheckpointError(f"{what}: its weights do not fit the model ({'; '.join(problems)})")
+    model.load_state_dict(state)

@@ -323,7 +323,8 @@ def _run_isolated(spec_dict: dict[str, Any], impl: str, threads: int | None) -> 
 
 def check_comparison(spec: GCNSpec) -> Any:
     """Check names, task support, device, data and memory budget before any run; returns the graph."""
-    from rnnkit.runner import prepare_run_dir, resolve_device
+    from rnnkit.rundir import prepare_run_dir
+    from rnnkit.runner import resolve_device
 
     for impl in spec.impls():
         try:

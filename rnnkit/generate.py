@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from rnnkit.checkpoint import BEST_LINK, checkpoint_dir
+from rnnkit.checkpoint import BEST_LINK, checkpoint_dir, load_checkpoint, load_weights
 from rnnkit.data.text import Vocabulary
 from rnnkit.errors import CheckpointError, UsageError
 
@@ -35,9 +35,7 @@ def load_language_model(
     ``checkpoint`` is a run directory, a weights file or None; ``backend`` overrides the one it was
     trained with (the weights are the same for both).
     """
-    from rnnkit.checkpoint import load_checkpoint
     from rnnkit.registry import get_model
-    from rnnkit.runner import load_weights
     from rnnkit.spec import _Validator
 
     path = Path(checkpoint) if checkpoint is not None else pretrained_path()

@@ -36,16 +36,15 @@ from rnnkit.checkpoint import (
     finite_json,
     load_checkpoint,
     load_state,
+    load_weights,
     publish,
     read_meta,
     write_json,
 )
 from rnnkit.errors import CheckpointError, RnnkitError, RnnkitWarning, RunError, SpecError, UsageError
 from rnnkit.memory import check_training_memory, memory_budget
-from rnnkit.rundir import RunLock, claim_new_run_dir, prepare_run_dir
+from rnnkit.rundir import RunLock, claim_new_run_dir
 from rnnkit.spec import RunSpec, parse_yaml_text
-
-__all__ = ["prepare_run_dir", "train_run", "resolve_device", "load_weights", "RunInterrupted"]
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -299,8 +298,8 @@ def restore(run_dir: Path, spec: RunSpec, model: Any, trainer: Any, base_meta: d
     weights, saved = load_checkpoint(directory, device=str(device))
     state = load_state(directory / STATE_FILE)
     trainer_state = state.get("trainer", state)  # rnnkit 0.1 saved the trainer's state alone
-    run_id = str(saved.get("run_id") or read_record(run_dir).get("run_id") or uuid.uuid4().hex)
     record_id = read_record(run_dir).get("run_id")
+    run_id = str(saved.get("run_id") or record_id or uuid.uuid4().hex)
     for where, other in (("the run's meta.json", record_id), (STATE_FILE, state.get("run_id"))):
         if other is not None and saved.get("run_id") is not None and other != saved["run_id"]:
             raise CheckpointError(
@@ -382,26 +381,6 @@ def _record_failure(run_dir: Path, base_meta: dict[str, Any], step: int, error: 
         write_json(run_dir / META_FILE, {**base_meta, "status": "failed", "steps": step, "error": error})
     except OSError:
         pass  # the disk that failed the run may refuse this too; the error itself still propagates
-
-
-def load_weights(model: Any, state: dict[str, Any], what: str) -> None:
-    """Load ``state`` into ``model``, or one line that says which weights do not fit."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
-    ]
-    problems = (
-        ([f"missing {', '.join(missing[:3])}"] if missing else [])
-        + ([f"unexpected {', '.join(unexpected[:3])}"] if unexpected else [])
-        + ([f"shape {wrong[0]} expected"] if wrong else [])
-    )
-    if problems:
-        raise CheckpointError(f"{what}: its weights do not fit the model ({'; '.join(problems)})")
-    model.load_state_dict(state)
 
 
 def read_metrics(path: Path) -> tuple[list[dict[str, Any]], int]:

@@ -50,14 +50,9 @@ SWEEP_BASE = {
 PATCHED = ("replace", "rename", "symlink", "fsync", "mkdir", "unlink")
 
 
-def _install_kill_at(n: int) -> None:
-    """Count file operations from now on and SIGKILL this process at the n-th (1-based)."""
-    count = [0]
-
-    def tick() -> None:
-        count[0] += 1
-        if count[0] == n:
-            os.kill(os.getpid(), signal.SIGKILL)
+def _on_file_ops(tick, split_metrics_lines: bool) -> None:  # noqa: ANN001
+    """Call ``tick()`` before every file operation from now on (and, with ``split_metrics_lines``,
+    halfway through every metrics line, where a real kill may land)."""
 
     def wrap(fn):  # noqa: ANN001, ANN202
         def patched(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
@@ -69,18 +64,29 @@ def _install_kill_at(n: int) -> None:
     for name in PATCHED:
         setattr(os, name, wrap(getattr(os, name)))
     shutil.rmtree = wrap(shutil.rmtree)
-    original_log = MetricsWriter.on_log
 
-    def on_log(self, record):  # noqa: ANN001, ANN202 - a kill here leaves half a line, as a real one may
+    def on_log(self, record):  # noqa: ANN001, ANN202
         line = json.dumps(record)
-        self.file.write(line[: len(line) // 2])
+        half = len(line) // 2 if split_metrics_lines else len(line)
+        self.file.write(line[:half])
         self.file.flush()
         tick()
-        self.file.write(line[len(line) // 2 :] + "\n")
+        self.file.write(line[half:] + "\n")
         self.file.flush()
 
     MetricsWriter.on_log = on_log
-    del original_log
+
+
+def _install_kill_at(n: int) -> None:
+    """Count file operations from now on and SIGKILL this process at the n-th (1-based)."""
+    count = [0]
+
+    def tick() -> None:
+        count[0] += 1
+        if count[0] == n:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    _on_file_ops(tick, split_metrics_lines=True)
 
 
 def _count_ops(action) -> int:  # noqa: ANN001
@@ -90,24 +96,7 @@ def _count_ops(action) -> int:  # noqa: ANN001
     if pid == 0:
         os.close(read)
         count = [0]
-
-        def wrap(fn):  # noqa: ANN001, ANN202
-            def patched(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-                count[0] += 1
-                return fn(*args, **kwargs)
-
-            return patched
-
-        for name in PATCHED:
-            setattr(os, name, wrap(getattr(os, name)))
-        shutil.rmtree = wrap(shutil.rmtree)
-        original = MetricsWriter.on_log
-
-        def on_log(self, record):  # noqa: ANN001, ANN202
-            count[0] += 1
-            original(self, record)
-
-        MetricsWriter.on_log = on_log
+        _on_file_ops(lambda: count.__setitem__(0, count[0] + 1), split_metrics_lines=False)
         action()
         os.write(write, str(count[0]).encode())
         os._exit(0)

@@ -236,6 +236,13 @@ def _wait_for_training(out: Path, timeout: float = 60) -> None:
     raise AssertionError("no run started training")
 
 
+def _gone_within(pids: list[int], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not any(_alive(p) for p in pids)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -255,10 +262,7 @@ def test_sigterm_stops_a_sweep_like_ctrl_c_and_its_workers_with_it(tmp_path):
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
-    deadline = time.monotonic() + 5
-    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(_alive(w) for w in workers)
+    assert _gone_within(workers, 5)
     statuses = {r["status"] for r in read_results(out / "results.csv")}
     assert "interrupted" in statuses and "failed" not in statuses
 
@@ -272,10 +276,7 @@ def test_workers_exit_when_the_sweep_is_killed(tmp_path):
     assert workers
     proc.kill()
     proc.wait()
-    deadline = time.monotonic() + 5
-    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(_alive(w) for w in workers), "workers outlived the sweep by more than 5 s"
+    assert _gone_within(workers, 5), "workers outlived the sweep by more than 5 s"
 
 
 @pytest.mark.slow
