@@ -22,11 +22,12 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Literal
 
+from rnnkit.config import ConfigBuilder
 from rnnkit.errors import ModelNotFoundError, RunError, UsageError
 from rnnkit.memory import BYTES_PER_PARAMETER, free_device_memory, gb
 from rnnkit.memory import available_memory_bytes as available_memory_bytes  # moved; kept importable here
 from rnnkit.registry import default_registry, get_model
-from rnnkit.spec import _Validator, load_yaml
+from rnnkit.spec import load_yaml
 
 TASK = "node-classification"
 RESULTS_FILE = "results.json"
@@ -76,7 +77,7 @@ def load_gcn_spec(path: str | Path | None, overrides: dict[str, Any]) -> GCNSpec
     """A GCNSpec from an optional YAML file with ``overrides`` (options given on the command line) on top."""
     data, lines = load_yaml(path) if path is not None else ({}, {})
     data = {**data, **{k: v for k, v in overrides.items() if v is not None}}
-    return _Validator(lines, str(path) if path else None, set(overrides)).build(GCNSpec, data, "")
+    return ConfigBuilder(lines, str(path) if path else None, set(overrides)).build(GCNSpec, data, "")
 
 
 def model_name(impl: str) -> str:

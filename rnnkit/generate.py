@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from rnnkit.checkpoint import BEST_LINK, checkpoint_dir, load_checkpoint, load_weights
+from rnnkit.config import ConfigBuilder
 from rnnkit.data.text import Vocabulary
 from rnnkit.errors import CheckpointError, UsageError
 
@@ -36,7 +37,6 @@ def load_language_model(
     trained with (the weights are the same for both).
     """
     from rnnkit.registry import get_model
-    from rnnkit.spec import _Validator
 
     path = Path(checkpoint) if checkpoint is not None else pretrained_path()
     best = path / "best"
@@ -62,7 +62,7 @@ def load_language_model(
     if backend is not None:
         values["backend"] = backend
     try:
-        config = _Validator(None, None).build(model_def.config, values, "model.")
+        config = ConfigBuilder(None, None).build(model_def.config, values, "model.")
     except UsageError as exc:
         if backend is not None and "backend" in str(exc):
             raise UsageError(f"--backend must be torch or scratch, got '{backend}'") from exc

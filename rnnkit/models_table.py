@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from rnnkit.config import ConfigBuilder
 from rnnkit.registry import TASKS, default_registry
-from rnnkit.spec import _Validator, parse_override
+from rnnkit.spec import parse_override
 
 #: The sizes a parameter count assumes for each task: palindromes (one-hot), the Christie book, Cora.
 DEFAULT_DIMS = {
@@ -26,7 +27,7 @@ def list_models(settings: list[str], *, input_size: int = 10, num_classes: int =
     registry = default_registry()
     entries = registry.load_all()
     known = {name for e in entries for name in e.model.config_fields()}  # type: ignore[union-attr]
-    validator = _Validator(None, None)
+    validator = ConfigBuilder(None, None)
     for key in values:
         if key not in known:
             raise validator.unknown("", key, sorted(known))

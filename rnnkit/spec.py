@@ -17,17 +17,13 @@ at most 20 levels of nesting; all checked on the composed node graph before any 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
-import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from rnnkit.config import ConfigBuilder, clip, describe, one_line
 from rnnkit.errors import SpecError
 
 
@@ -204,7 +200,7 @@ def parse_yaml_text(text: str, where: str) -> tuple[Any, yaml.Node | None]:
     except RecursionError:
         raise SpecError(f"{where} is nested too deeply (at most {MAX_DEPTH} levels)") from None
     except (ValueError, TypeError, OverflowError) as exc:  # a value YAML's constructors reject (2024-13-45)
-        raise SpecError(one_line(f"malformed YAML in {where}: {_clip(str(exc))}")) from exc
+        raise SpecError(one_line(f"malformed YAML in {where}: {clip(str(exc))}")) from exc
     finally:
         if loader is not None:
             loader.dispose()
@@ -299,15 +295,6 @@ def _collect_lines(node: yaml.Node | None, prefix: str, lines: dict[str, int]) -
             _collect_lines(value_node, key + ".", lines)
 
 
-def one_line(text: str) -> str:
-    """``text`` with line breaks and other control characters escaped, so that an error is one line."""
-    return re.sub(r"[\x00-\x08\x0a-\x1f\x7f]", lambda m: repr(m.group())[1:-1], text)
-
-
-def _clip(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def parse_override(text: str) -> tuple[str, Any]:
     """``a.b=value`` -> ("a.b", value parsed as YAML), so ``true``, ``3``, ``[1, 2]`` keep their types.
 
@@ -316,7 +303,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
-        raise SpecError(one_line(f"override '{_clip(text)}' is not of the form key.sub=value"))
+        raise SpecError(one_line(f"override '{clip(text)}' is not of the form key.sub=value"))
     if not raw.strip():
         return key, ""
     try:
@@ -367,151 +354,17 @@ def _deep_copy(data: Any) -> Any:
 # Validation
 
 
-class _Validator:
-    def __init__(
-        self, lines: dict[str, int] | None, source: str | None, overridden: set[str] | frozenset[str] = frozenset()
-    ) -> None:
-        self.lines = lines or {}
-        self.source = source
-        self.overridden = overridden
-
-    def error(self, key: str, message: str) -> SpecError:
-        if any(key == o or key.startswith(o + ".") for o in self.overridden):
-            return SpecError(one_line(f"{_clip(key)}: {message} (command-line override)"))
-        line = self.lines.get(key)
-        where = f" ({self.source} line {line})" if line and self.source else ""
-        return SpecError(one_line(f"{_clip(key)}: {message}{where}"))
-
-    def unknown(self, prefix: str, key: str, valid: list[str]) -> SpecError:
-        close = difflib.get_close_matches(key, valid, n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        return self.error(f"{prefix}{key}", f"unknown key.{hint} Valid keys: {', '.join(valid)}")
-
-    def build(self, cls: type, data: Any, prefix: str, skip: tuple[str, ...] = ()) -> Any:
-        """Instantiate dataclass ``cls`` from ``data``, checking keys, types and bounds."""
-        section = prefix.rstrip(".") or "spec"
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise self.error(section, f"must be a mapping, got {_describe(data)}")
-        hints = typing.get_type_hints(cls)
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        valid = sorted(set(fields) | set(skip))
-        kwargs: dict[str, Any] = {}
-        for key, value in data.items():
-            if key in skip:
-                continue
-            if key not in fields:
-                raise self.unknown(prefix, str(key), valid)
-            kwargs[key] = self.value(hints[key], value, f"{prefix}{key}", fields[key].metadata)
-        for name, f in fields.items():
-            no_default = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-            if no_default and name not in kwargs:
-                raise self.error(f"{prefix}{name}", "is required")
-        try:
-            return cls(**kwargs)
-        except (TypeError, ValueError) as exc:  # a config's own __post_init__ check (plugins)
-            raise self.error(section, _clip(str(exc))) from exc
-
-    def value(self, tp: Any, value: Any, key: str, meta: Any = None) -> Any:
-        origin = typing.get_origin(tp)
-        if dataclasses.is_dataclass(tp):
-            return self.build(tp, value, key + ".")
-        if origin is Literal:
-            choices = typing.get_args(tp)
-            if value not in choices:
-                raise self.error(key, f"must be one of {', '.join(map(str, choices))}, got {value!r}")
-            return value
-        if origin in (typing.Union, types.UnionType):
-            args = typing.get_args(tp)
-            if value is None and type(None) in args:
-                return None
-            first_error = None
-            for arg in (a for a in args if a is not type(None)):
-                try:
-                    return self.value(arg, value, key, meta)
-                except SpecError as exc:
-                    first_error = first_error or exc
-            raise first_error or self.error(key, f"has the wrong type: {_describe(value)}")
-        if origin in (list, tuple):
-            if not isinstance(value, (list, tuple)):
-                raise self.error(key, f"must be a list, got {_describe(value)}")
-            (item_tp, *_) = typing.get_args(tp) or (Any,)
-            items = [self.value(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
-            return tuple(items) if origin is tuple else items
-        if tp is dict or origin is dict:
-            if not isinstance(value, dict):
-                raise self.error(key, f"must be a mapping, got {_describe(value)}")
-            return value
-        if tp is bool:
-            if not isinstance(value, bool):
-                raise self.error(key, f"must be true or false, got {_describe(value)}")
-            return value
-        if tp is int:
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise self.error(key, f"must be an integer, got {_describe(value)}")
-            return self.bounds(key, value, meta)
-        if tp is float:
-            if isinstance(value, str):
-                try:
-                    value = float(value)
-                except ValueError:
-                    raise self.error(key, f"must be a number, got {_describe(value)}") from None
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise self.error(key, f"must be a number, got {_describe(value)}")
-            if not math.isfinite(value):
-                raise self.error(key, f"must be a finite number, got {value}")
-            return self.bounds(key, float(value), meta)
-        if tp is str:
-            if not isinstance(value, str):
-                raise self.error(key, f"must be a string, got {_describe(value)}")
-            if "\x00" in value:
-                raise self.error(key, "must not contain a NUL character")
-            return value
-        return value
-
-    def bounds(self, key: str, value: float, meta: Any) -> Any:
-        meta = meta or {}
-        checks = (
-            ("gt", lambda v, b: v > b, "greater than"),
-            ("ge", lambda v, b: v >= b, "at least"),
-            ("lt", lambda v, b: v < b, "less than"),
-            ("le", lambda v, b: v <= b, "at most"),
-        )
-        for name, ok, words in checks:
-            if name in meta and not ok(value, meta[name]):
-                raise self.error(key, f"must be {words} {_number(meta[name])}, got {_number(value)}")
-        return value
-
-
-def _number(value: float) -> str:
-    """A bound or a value for a message: large integers with separators, huge ones by their size."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value.bit_length() > 128:
-            return f"an integer of {len(str(abs(value))) if value.bit_length() < 10_000 else 'thousands of'} digits"
-        return f"{value:,}" if abs(value) >= 10_000 else str(value)
-    return str(value)
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
-        return f"int ({_number(value)})"
-    return f"{type(value).__name__} {_clip(repr(value), 80)}"
-
-
-def _section_name(data: dict[str, Any], section: str, validator: _Validator, default: str | None) -> str:
+def _section_name(data: dict[str, Any], section: str, validator: ConfigBuilder, default: str | None) -> str:
     block = data.get(section)
     if block is None:
         block = {}
     if not isinstance(block, dict):
-        raise validator.error(section, f"must be a mapping, got {_describe(block)}")
+        raise validator.error(section, f"must be a mapping, got {describe(block)}")
     name = block.get("name", default)
     if name is None or name == "":
         raise validator.error(f"{section}.name", "is required (a registered name)")
     if not isinstance(name, str):
-        raise validator.error(f"{section}.name", f"must be a string, got {_describe(name)}")
+        raise validator.error(f"{section}.name", f"must be a string, got {describe(name)}")
     return name
 
 
@@ -530,7 +383,7 @@ def resolve_spec(
     overrides = list(overrides)
     data = apply_overrides(data, overrides)
     overridden = {(parse_override(o)[0] if isinstance(o, str) else o[0]) for o in overrides}
-    validator = _Validator(lines, source, overridden)
+    validator = ConfigBuilder(lines, source, overridden)
     for key in data:
         if key not in TOP_LEVEL_KEYS:
             raise validator.unknown("", str(key), list(TOP_LEVEL_KEYS))
@@ -540,7 +393,7 @@ def resolve_spec(
     if "name" not in data:
         settings.name = default_name
     if not settings.name or "/" in settings.name or settings.name in (".", "..") or len(settings.name) > 200:
-        raise validator.error("name", f"must be a plain directory name, got {_clip(repr(settings.name), 80)}")
+        raise validator.error("name", f"must be a plain directory name, got {clip(repr(settings.name), 80)}")
 
     tasks = task_types()
     task_name = _section_name(data, "task", validator, "palindrome")

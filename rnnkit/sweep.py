@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnkit.checkpoint import META_FILE, atomic_write_text, checkpoint_dir, write_json
+from rnnkit.config import ConfigBuilder
 from rnnkit.errors import RnnkitError, RunError, UsageError
 from rnnkit.rundir import RunLock, is_locked, lock_owner, prepare_run_dir
 from rnnkit.runner import (
@@ -158,10 +159,9 @@ class SweepSpec:
 
 def load_sweep_spec(path: str | Path) -> SweepSpec:
     """Read and check a sweep spec (``models``, ``lengths``, ``seeds``, ``spec``, ``per_length`` ...)."""
-    from rnnkit.spec import _Validator
 
     data, lines = load_yaml(path)
-    validator = _Validator(lines, str(path))
+    validator = ConfigBuilder(lines, str(path))
     sweep = validator.build(SweepSpec, data, "")
     if not sweep.name or "/" in sweep.name or sweep.name in (".", ".."):
         raise validator.error("name", f"must be a plain directory name, got {sweep.name!r}")

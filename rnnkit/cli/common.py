@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 
+from rnnkit.config import one_line
 from rnnkit.errors import RnnkitError, RnnkitWarning
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -109,11 +110,6 @@ def first_line(text: str, limit: int = 300) -> str:
     """The first line of ``text``, clipped to ``limit`` characters."""
     line = text.strip().splitlines()[0] if text.strip() else ""
     return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
-def one_line(text: str) -> str:
-    """``text`` with line breaks and other control characters escaped."""
-    return re.sub(r"[\x00-\x08\x0a-\x1f\x7f]", lambda m: repr(m.group())[1:-1], text)
 
 
 def handle_errors(func: F) -> F:
