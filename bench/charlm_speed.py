@@ -23,8 +23,8 @@ from torch import nn
 
 from rnnkit.data.text import TextConfig
 from rnnkit.data.text_task import TextTask
-from rnnkit.generate import generate
 from rnnkit.models.charlstm import CharLSTM, CharLSTMConfig
+from rnnkit.sampling import generate
 from rnnkit.spec import TrainConfig
 from rnnkit.training import Trainer
 

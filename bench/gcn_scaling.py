@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from rnnkit.data.graphs import stochastic_block_model
-from rnnkit.gcn import GCNSpec, _run_isolated, available_memory_bytes
+from rnnkit.gcn import GCNSpec, _run_isolated
+from rnnkit.memory import available_memory_bytes
 from rnnkit.models.gcn_dense import dense_adjacency_bytes
 
 

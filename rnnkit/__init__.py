@@ -1,21 +1,33 @@
-"""rnnkit: recurrent and graph networks from their equations, trained and compared from one CLI."""
+"""rnnkit: recurrent and graph networks from their equations, trained and compared from one CLI.
+
+The Python API (``rnnkit.train``, ``rnnkit.load``, ``rnnkit.compare_gcn``, ``rnnkit.Run``) lives in
+``rnnkit.api`` and is loaded on first use, so ``import rnnkit`` (and ``rnnkit --help``) stays quick.
+"""
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+from rnnkit.version import __version__
+
+#: The public names, and the module each comes from (loaded when first asked for).
+_API = {
+    "train": "rnnkit.api",
+    "load": "rnnkit.api",
+    "compare_gcn": "rnnkit.api",
+    "Run": "rnnkit.api",
+    "create_model": "rnnkit.registry",
+    "list_models": "rnnkit.registry",
+}
+
+__all__ = ["__version__", *_API]
 
 
-def create_model(name: str, task: str, config: dict[str, Any] | None = None, **task_dims: int) -> Any:
-    """Build a registered model by name (see ``rnnkit.registry.create_model``)."""
-    from rnnkit.registry import create_model as _create
-
-    return _create(name, task, config, **task_dims)
-
-
-def list_models() -> list[str]:
-    """Names of every registered model, built-in and plugin."""
-    from rnnkit.registry import default_registry
-
-    return default_registry().names()
+def __getattr__(name: str) -> Any:
+    """PEP 562: the API's names, imported when first used."""
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'rnnkit' has no attribute {name!r}")

@@ -23,8 +23,12 @@ class ModelNotFoundError(UsageError):
     """No registered model has the requested name."""
 
 
-class TaskNotSupportedError(UsageError):
-    """The model does not declare the task it was asked to run."""
+class KindNotSupportedError(UsageError):
+    """The model does not declare the model kind it was asked to be (``rnnkit.kinds``)."""
+
+
+#: The name of KindNotSupportedError in rnnkit 0.1, kept so ``except TaskNotSupportedError`` still works.
+TaskNotSupportedError = KindNotSupportedError
 
 
 class RunError(RnnkitError):

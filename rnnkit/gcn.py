@@ -1,33 +1,45 @@
-"""Node classification with several GCN implementations on one graph, compared side by side.
+"""Several GCN implementations on one graph, compared side by side: the front end of ``rnnkit gcn``.
 
 Each implementation (a registered ``node-classification`` model: ``dense`` means ``gcn-dense``, ``pyg``
 means ``gcn-pyg``, any other name is looked up as ``gcn-<name>`` then as given) trains ``runs`` times
-with seeds 0..runs-1, full batch, Adam, for ``epochs`` epochs (Kipf & Welling's setup by default). A run
-scores the test accuracy at the epoch of its best validation accuracy. Time per epoch is the median
-training-step time; peak memory is measured in a fresh worker process per implementation (the
-process's peak RSS growth on CPU, ``torch.cuda.max_memory_allocated`` on a GPU). An implementation
-whose estimated memory (graph, parameters, activations, dense adjacency) is over the budget is refused
-before anything is built; a synthetic graph is checked before it is generated.
+with seeds 0..runs-1. Every run is a normal run of the graph task (``rnnkit.data.graph_task``) by the
+shared Trainer, in its own run directory ``<out>/<impl>-s<seed>`` (config, metrics.jsonl, checkpoint,
+resumable, plottable), with Kipf & Welling's setup by default: full batch, Adam, 200 epochs, the test
+accuracy at the epoch of the best validation accuracy. Time per epoch is the median training-step
+time; peak memory is measured in a fresh worker process per implementation (the process's peak RSS
+growth on CPU, ``torch.cuda.max_memory_allocated`` on a GPU). An implementation whose estimated memory
+(graph, parameters, activations, dense adjacency) is over the budget is refused before anything is
+built; a synthetic graph is checked before it is generated. The table's numbers go to ``results.json``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import resource
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
+
+from rnnkit.checkpoint import write_json
 from rnnkit.config import ConfigBuilder
+from rnnkit.data.graph_task import GraphConfig, GraphTask, MemoryEstimate, estimate_memory
+from rnnkit.data.graphs import Graph, load_graph
+from rnnkit.device import resolve_device
 from rnnkit.errors import ModelNotFoundError, RunError, UsageError
-from rnnkit.memory import BYTES_PER_PARAMETER, free_device_memory, gb
-from rnnkit.memory import available_memory_bytes as available_memory_bytes  # moved; kept importable here
+from rnnkit.memory import free_device_memory, gb
 from rnnkit.registry import default_registry, get_model
-from rnnkit.spec import load_yaml
+from rnnkit.rundir import claim_new_run_dir, prepare_run_dir
+from rnnkit.runner import train_run
+from rnnkit.spec import RunSpec, load_yaml, resolve_spec
+from rnnkit.training import Callback, StepStats, Trainer
 
 TASK = "node-classification"
 RESULTS_FILE = "results.json"
@@ -35,14 +47,14 @@ ALIASES = {"dense": "gcn-dense", "pyg": "gcn-pyg"}
 
 
 @dataclass
-class GCNSpec:
-    """A GCN comparison: the graph, the implementations, the model and the training budget.
+class GCNSpec(GraphConfig):
+    """A GCN comparison: the graph (the graph task's fields), the implementations, the model and the
+    training budget.
 
     Upper bounds are far beyond any meaningful comparison; what fits in memory is checked separately
     (``check_memory``) against ``max_memory_gb``.
     """
 
-    dataset: Literal["karate", "cora", "citeseer", "pubmed", "synthetic"] = "cora"
     impl: str | list[str] = "dense,pyg"
     layers: int = field(default=2, metadata={"gt": 0, "le": 64})  # deeper GCNs over-smooth long before 64
     hidden: int = field(default=16, metadata={"gt": 0, "le": 1_000_000})
@@ -52,13 +64,7 @@ class GCNSpec:
     lr: float = field(default=0.01, metadata={"gt": 0})
     weight_decay: float = field(default=5e-4, metadata={"ge": 0})
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    data_dir: str = ""
     out: str = ""  # default: runs/gcn-<dataset>
-    nodes: int = field(default=1000, metadata={"gt": 0, "le": 1_000_000_000})  # synthetic graphs
-    degree: float = field(default=10.0, metadata={"gt": 0, "le": 100_000})
-    classes: int = field(default=4, metadata={"ge": 2, "le": 1_000})  # the generator loops over classes
-    features: int = field(default=32, metadata={"gt": 0, "le": 1_000_000})
-    graph_seed: int = field(default=0, metadata={"ge": 0, "lt": 2**63})  # what torch.manual_seed takes
     max_memory_gb: float = field(default=0.0, metadata={"ge": 0})  # 0: half of the available memory
     max_dense_gb: float = field(default=0.0, metadata={"ge": 0})  # the former name of max_memory_gb
 
@@ -73,9 +79,34 @@ class GCNSpec:
         return Path(self.out or f"runs/gcn-{self.dataset}")
 
 
+#: How a run spec (``rnnkit train``'s) maps onto a comparison: section, key -> comparison field.
+_FROM_RUN_SPEC = {
+    ("model", "layers"): "layers",
+    ("model", "hidden_size"): "hidden",
+    ("model", "dropout"): "dropout",
+    ("train", "max_steps"): "epochs",
+    ("train", "lr"): "lr",
+    ("train", "weight_decay"): "weight_decay",
+}
+
+
 def load_gcn_spec(path: str | Path | None, overrides: dict[str, Any]) -> GCNSpec:
-    """A GCNSpec from an optional YAML file with ``overrides`` (options given on the command line) on top."""
+    """A GCNSpec from an optional YAML file with ``overrides`` (options given on the command line) on top.
+
+    The file is a comparison spec (flat: ``dataset``, ``impl``, ``runs`` ...) or a run spec of the graph
+    task (``task:``, ``model:``, ``train:`` as for ``rnnkit train``), whose graph, model size and
+    training budget the comparison takes (its model name is left: the comparison trains ``impl``)."""
     data, lines = load_yaml(path) if path is not None else ({}, {})
+    if isinstance(data.get("task"), dict):
+        resolved = resolve_spec(data, lines=lines, source=str(path))
+        if resolved.task_name != GraphTask.name:
+            raise UsageError(f"{path} is a run spec of the {resolved.task_name} task; rnnkit gcn compares graph models")
+        given = resolved.to_dict()
+        data = {**dataclasses.asdict(resolved.task), "device": resolved.device}
+        data.update(
+            {field_: given[section][key] for (section, key), field_ in _FROM_RUN_SPEC.items() if key in given[section]}
+        )
+        lines = {}
     data = {**data, **{k: v for k, v in overrides.items() if v is not None}}
     return ConfigBuilder(lines, str(path) if path else None, set(overrides)).build(GCNSpec, data, "")
 
@@ -88,72 +119,41 @@ def model_name(impl: str) -> str:
     return f"gcn-{impl}" if f"gcn-{impl}" in entries and impl not in entries else impl
 
 
-def _free_memory(device: str) -> float:
-    from rnnkit.runner import resolve_device
-
-    return free_device_memory(resolve_device(device))
-
-
-def model_config(model_def: Any, spec: GCNSpec) -> Any:
-    """The model's config from the spec's layers, dropout and hidden size (for the fields it has)."""
+def model_values(model_def: Any, spec: GCNSpec) -> dict[str, Any]:
+    """The model's settings from the spec's layers, dropout and hidden size (for the fields it has)."""
     fields = model_def.config_fields()
     values = {k: getattr(spec, k) for k in ("layers", "dropout") if k in fields}
     if "hidden_size" in fields:
         values["hidden_size"] = spec.hidden
-    return model_def.make_config(values)
+    return values
 
 
-def graph_bytes(nodes: int, edges: int, features: int) -> int:
-    """A graph in memory: features (float32), edge_index (2 x int64 per edge), labels and three masks."""
-    return 4 * nodes * features + 16 * edges + 8 * nodes + 3 * nodes
+def graph_config(spec: GCNSpec) -> GraphConfig:
+    """The graph task's part of the comparison spec."""
+    return GraphConfig(**{f.name: getattr(spec, f.name) for f in dataclasses.fields(GraphConfig)})
 
 
-@dataclass
-class MemoryEstimate:
-    """Bytes one implementation needs for one graph, by part."""
-
-    graph: float  # the graph twice: in this process and in the worker that trains (covers generation)
-    parameters: float  # weights, gradients and Adam's two moments
-    activations: float  # per layer: node-sized tensors, and edge-sized messages for message passing
-    adjacency: float  # what the model declares itself (``memory_bytes``: gcn-dense's N x N matrix)
-
-    @property
-    def total(self) -> float:
-        return self.graph + self.parameters + self.activations + self.adjacency
-
-
-def estimate_memory(spec: GCNSpec, impl: str, *, nodes: int, edges: int, features: int, classes: int) -> MemoryEstimate:
-    """The memory ``impl`` needs to train on a graph of this size (no tensor is allocated).
-
-    Activations, per layer of width in -> out, over the forward and backward passes: the dropped-out
-    input, its mask, the transformed, aggregated and activated outputs (nodes x (in + 3 out) floats),
-    and for models that declare no ``memory_bytes`` (message passing, like GCNConv) the messages along
-    every edge and self-loop ((edges + nodes) x out floats, gathered and weighted); twice that for the
-    gradients. Parameters from the model's formula (or a build on the meta device)."""
-    model_def = get_model(model_name(impl), TASK)
-    config = model_config(model_def, spec)
-    try:
-        parameters = int(model_def.parameter_count(config, num_features=features, num_classes=classes))
-    except Exception:  # noqa: BLE001 - an estimate must never be what fails a comparison
-        parameters = 0
-    sizes = [features] + [spec.hidden] * (spec.layers - 1) + [classes]
-    activations = 0
-    for width_in, width_out in zip(sizes[:-1], sizes[1:], strict=True):
-        activations += 4 * nodes * (width_in + 3 * width_out) + nodes * width_in
-        if model_def.memory_bytes is None:
-            activations += 2 * 4 * (edges + nodes) * width_out
-    adjacency = model_def.memory_bytes(nodes) if model_def.memory_bytes is not None else 0
-    return MemoryEstimate(
-        graph=2 * graph_bytes(nodes, edges, features),
-        parameters=BYTES_PER_PARAMETER * parameters,
-        activations=2 * activations,
-        adjacency=adjacency,
-    )
+def run_spec(spec: GCNSpec, impl: str, seed: int, out_dir: Path) -> RunSpec:
+    """The run that trains ``impl`` with ``seed``: the graph task, the comparison's model size, Adam at
+    its learning rate and weight decay for ``epochs`` steps (one step is one epoch)."""
+    model_def = get_model(model_name(impl), GraphTask.kind)
+    data = {
+        "name": f"{impl}-s{seed}",
+        "seed": seed,
+        "device": spec.device,
+        "out_dir": str(out_dir),
+        "task": {"name": GraphTask.name, **dataclasses.asdict(graph_config(spec))},
+        "model": {"name": model_def.name, **model_values(model_def, spec)},
+        "train": {"lr": spec.lr, "weight_decay": spec.weight_decay, "max_steps": spec.epochs},
+    }
+    if spec.max_memory_gb or spec.max_dense_gb:
+        data["train"]["max_memory_gb"] = spec.max_memory_gb or spec.max_dense_gb
+    return resolve_spec(data)
 
 
 def _advice(spec: GCNSpec, estimate: MemoryEstimate) -> str:
     """What to change, by the part of the estimate that dominates."""
-    largest = max(("graph", "parameters", "activations", "adjacency"), key=lambda k: getattr(estimate, k))
+    largest = estimate.largest()
     if largest == "adjacency":
         return "use --impl pyg for a graph this size"
     if largest == "graph":
@@ -169,7 +169,14 @@ def budget_bytes(spec: GCNSpec, budget_gb: float | None = None) -> float:
     """The memory budget: ``budget_gb``, else the spec's max_memory_gb (or max_dense_gb), else half the
     free memory of the device the comparison runs on."""
     chosen = budget_gb or spec.max_memory_gb or spec.max_dense_gb
-    return chosen * 1e9 if chosen else _free_memory(spec.device) / 2
+    return chosen * 1e9 if chosen else free_device_memory(resolve_device(spec.device)) / 2
+
+
+def impl_estimate(spec: GCNSpec, impl: str, *, nodes: int, edges: int, features: int, classes: int) -> MemoryEstimate:
+    """The memory ``impl`` needs on a graph of this size with the spec's model settings."""
+    model_def = get_model(model_name(impl), GraphTask.kind)
+    config = model_def.make_config(model_values(model_def, spec))
+    return estimate_memory(model_def, config, nodes=nodes, edges=edges, features=features, classes=classes)
 
 
 def check_memory(
@@ -184,89 +191,64 @@ def check_memory(
     """Refuse an implementation whose estimated memory for this graph (``estimate_memory``) is over the
     budget (default: half the free memory of the device it will run on). Sizes not given are those of
     the synthetic graph the spec describes."""
-    edges = num_edges if num_edges is not None else 2 * int(num_nodes * spec.degree / 2)
+    edges = num_edges if num_edges is not None else spec.synthetic_edges()
     features = num_features if num_features is not None else spec.features
     classes = num_classes if num_classes is not None else spec.classes
     budget = budget_bytes(spec, budget_gb)
     for impl in spec.impls():
-        estimate = estimate_memory(spec, impl, nodes=num_nodes, edges=edges, features=features, classes=classes)
-        if estimate.total <= budget:
-            continue
-        over = f"over the memory budget of {gb(budget)} (--max-memory-gb; default: half the available memory)"
-        if estimate.adjacency >= max(estimate.graph, estimate.parameters, estimate.activations):
-            what = (
-                f"needs about {gb(estimate.adjacency)} for a dense {num_nodes:,}x{num_nodes:,} adjacency "
-                f"({gb(estimate.total)} in all with the graph, parameters and activations)"
-            )
-        else:
-            what = (
-                f"needs about {gb(estimate.total)} on {num_nodes:,} nodes and {edges:,} edges (graph "
-                f"{gb(estimate.graph)}, parameters {gb(estimate.parameters)}, activations {gb(estimate.activations)})"
-            )
-        raise UsageError(f"--impl {impl} {what}, {over}; {_advice(spec, estimate)}")
+        estimate = impl_estimate(spec, impl, nodes=num_nodes, edges=edges, features=features, classes=classes)
+        if estimate.total > budget:
+            over = f"over the memory budget of {gb(budget)} (--max-memory-gb; default: half the available memory)"
+            raise UsageError(f"--impl {impl} {estimate.describe(num_nodes, edges)}, {over}; {_advice(spec, estimate)}")
 
 
-def _graph(spec: GCNSpec) -> Any:
-    from rnnkit.data.graphs import load_graph
-
+def _graph(spec: GCNSpec) -> Graph:
+    c = graph_config(spec)
     return load_graph(
-        spec.dataset,
-        data_dir=spec.data_dir or None,
-        nodes=spec.nodes,
-        degree=spec.degree,
-        classes=spec.classes,
-        features=spec.features,
-        seed=spec.graph_seed,
+        c.dataset,
+        data_dir=c.data_dir or None,
+        nodes=c.nodes,
+        degree=c.degree,
+        classes=c.classes,
+        features=c.features,
+        seed=c.graph_seed,
     )
 
 
-def train_once(model_def: Any, config: Any, graph: Any, spec: GCNSpec, seed: int, device: Any) -> dict[str, Any]:
-    """One training run: test accuracy at the best validation epoch, and the epoch times."""
-    import torch
-    import torch.nn.functional as F
+class EpochTimer(Callback):
+    """Collects each training step's time and the step of the best validation accuracy."""
 
-    from rnnkit.spec import TrainConfig
-    from rnnkit.training import make_optimizer
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self.best_val, self.best_epoch = -1.0, 0
 
-    torch.manual_seed(seed)
-    model = model_def.build(config, num_features=graph.num_features, num_classes=graph.num_classes).to(device)
-    optimizer = make_optimizer(
-        model.parameters(), TrainConfig(optimizer="adam", lr=spec.lr, weight_decay=spec.weight_decay)
-    )
-    x, edge_index, y = graph.x, graph.edge_index, graph.y
-    best_val, test_at_best, best_epoch = -1.0, 0.0, 0
-    times = []
-    for epoch in range(1, spec.epochs + 1):
-        start = time.perf_counter()
-        model.train()
-        optimizer.zero_grad(set_to_none=True)
-        logits = model(x, edge_index)  # (nodes, classes)
-        loss = F.cross_entropy(logits[graph.train_mask], y[graph.train_mask])
-        loss.backward()
-        optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-        model.eval()
-        with torch.no_grad():
-            pred = model(x, edge_index).argmax(dim=1)  # (nodes,)
-        val = (pred[graph.val_mask] == y[graph.val_mask]).float().mean().item()
-        if val > best_val:
-            test = (pred[graph.test_mask] == y[graph.test_mask]).float().mean().item()
-            best_val, test_at_best, best_epoch = val, test, epoch
+    def on_step(self, stats: StepStats) -> None:
+        self.seconds.append(stats.seconds)
+
+    def on_eval(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        if metrics["accuracy"] > self.best_val:
+            self.best_val, self.best_epoch = metrics["accuracy"], trainer.step
+
+
+def train_once(spec: GCNSpec, impl: str, seed: int, out_dir: Path) -> dict[str, Any]:
+    """One run of ``impl`` with ``seed`` in a new run directory under ``out_dir``: its test accuracy at
+    the best validation epoch, and its epoch times."""
+    run = run_spec(spec, impl, seed, out_dir)
+    timer = EpochTimer()
+    meta = train_run(run, claim_new_run_dir(out_dir, run.name), callbacks=[timer])
+    final = meta["final_metrics"]
     return {
         "seed": seed,
-        "test_accuracy": test_at_best,
-        "val_accuracy": best_val,
-        "best_epoch": best_epoch,
-        "epoch_seconds": times,
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "test_accuracy": final["test_accuracy_at_best_val"],
+        "val_accuracy": final["best_val_accuracy"],
+        "best_epoch": timer.best_epoch,
+        "epoch_seconds": timer.seconds,
+        "parameters": meta["parameters"],
+        "run_dir": meta["run_dir"],
     }
 
 
-def _warm_up(model_def: Any, config: Any, graph: Any, device: Any) -> None:
-    import torch
-
+def _warm_up(model_def: Any, config: Any, graph: Graph, device: torch.device) -> None:
     model = model_def.build(config, num_features=graph.num_features, num_classes=graph.num_classes).to(device)
     x = torch.zeros(2, graph.num_features, device=device)
     edge_index = torch.tensor([[0, 1], [1, 0]], device=device)
@@ -275,23 +257,20 @@ def _warm_up(model_def: Any, config: Any, graph: Any, device: Any) -> None:
 
 def run_impl(spec_dict: dict[str, Any], impl: str, threads: int | None = None) -> dict[str, Any]:
     """Every run of one implementation, in this process; with its memory peak."""
-    import torch
-
-    from rnnkit.runner import resolve_device
-
     if threads:
         torch.set_num_threads(threads)
     spec = GCNSpec(**spec_dict)
     device = resolve_device(spec.device)
-    graph = _graph(spec).to(device)
-    model_def = get_model(model_name(impl), TASK)
-    config = model_config(model_def, spec)
+    model_def = get_model(model_name(impl), GraphTask.kind)
+    config = model_def.make_config(model_values(model_def, spec))
+    graph = _graph(spec)
     _warm_up(model_def, config, graph, device)  # one-time costs (imports, kernels) are not the model's memory
+    del graph
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     start = time.perf_counter()
-    runs = [train_once(model_def, config, graph, spec, seed, device) for seed in range(spec.runs)]
+    runs = [train_once(spec, impl, seed, spec.out_dir()) for seed in range(spec.runs)]
     total = time.perf_counter() - start
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device)
@@ -316,24 +295,19 @@ def run_impl(spec_dict: dict[str, Any], impl: str, threads: int | None = None) -
 
 
 def _run_isolated(spec_dict: dict[str, Any], impl: str, threads: int | None) -> dict[str, Any]:
-    from concurrent.futures import ProcessPoolExecutor
-
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
         return pool.submit(run_impl, spec_dict, impl, threads).result()
 
 
-def check_comparison(spec: GCNSpec) -> Any:
+def check_comparison(spec: GCNSpec) -> Graph:
     """Check names, task support, device, data and memory budget before any run; returns the graph."""
-    from rnnkit.rundir import prepare_run_dir
-    from rnnkit.runner import resolve_device
-
     for impl in spec.impls():
         try:
-            get_model(model_name(impl), TASK)
+            get_model(model_name(impl), GraphTask.kind)
         except ModelNotFoundError:
             if any(f.name == model_name(impl) for f in default_registry().failures):
                 raise  # registered but broken: the registry's message says why
-            graph_models = [e.name for e in default_registry().load_all() if TASK in e.model.tasks]  # type: ignore[union-attr]
+            graph_models = [e.name for e in default_registry().load_all() if GraphTask.kind in e.model.kinds]  # type: ignore[union-attr]
             raise ModelNotFoundError(
                 f"unknown implementation '{impl}'. Graph models: dense (gcn-dense), pyg (gcn-pyg)"
                 + "".join(f", {m}" for m in graph_models if m not in ALIASES.values())
@@ -354,16 +328,21 @@ def check_comparison(spec: GCNSpec) -> Any:
 
 
 def compare(
-    spec: GCNSpec, *, isolate: bool = True, threads: int | None = None, on_result: Any = None, graph: Any = None
+    spec: GCNSpec,
+    *,
+    isolate: bool = True,
+    threads: int | None = None,
+    on_result: Any = None,
+    graph: Graph | None = None,
 ) -> dict[str, Any]:
     """Train every implementation of ``spec`` and write ``results.json``; returns its content.
 
-    Everything is checked (see ``check_comparison``) before the first run.
+    Everything is checked (see ``check_comparison``) before the first run. Each run gets a new run
+    directory under the output directory (``dense-s0``, or ``dense-s0-2`` when a comparison ran there
+    before: runs are never overwritten); ``results.json`` describes the latest comparison.
     """
-    from rnnkit.checkpoint import write_json
-
     graph = graph if graph is not None else check_comparison(spec)
-    out = spec.out_dir()
+    nodes, edges = graph.num_nodes, int(graph.edge_index.shape[1])
     results = []
     for impl in spec.impls():
         try:
@@ -372,16 +351,11 @@ def compare(
             text = str(exc).lower()
             if not isinstance(exc, (MemoryError, BrokenProcessPool)) and "alloc" not in text and "memory" not in text:
                 raise
-            estimate = estimate_memory(
-                spec,
-                impl,
-                nodes=graph.num_nodes,
-                edges=int(graph.edge_index.shape[1]),
-                features=graph.num_features,
-                classes=graph.num_classes,
+            estimate = impl_estimate(
+                spec, impl, nodes=nodes, edges=edges, features=graph.num_features, classes=graph.num_classes
             )
             raise RunError(
-                f"--impl {impl} ran out of memory on {graph.num_nodes:,} nodes ({type(exc).__name__}; "
+                f"--impl {impl} ran out of memory on {nodes:,} nodes ({type(exc).__name__}; "
                 f"estimated {gb(estimate.total)}); {_advice(spec, estimate)}"
             ) from exc
         results.append(result)
@@ -389,14 +363,14 @@ def compare(
             on_result(result)
     summary = {
         "dataset": spec.dataset,
-        "nodes": graph.num_nodes,
-        "edges": int(graph.edge_index.shape[1]),
+        "nodes": nodes,
+        "edges": edges,
         "features": graph.num_features,
         "classes": graph.num_classes,
         "spec": asdict(spec),
         "results": results,
     }
-    write_json(out / RESULTS_FILE, summary)
+    write_json(spec.out_dir() / RESULTS_FILE, summary)
     return summary
 
 

@@ -122,7 +122,7 @@ def check_training_memory(
     and the batch are counted. The task's random state and torch's global generator are left as they
     were.
     """
-    budget = budget_bytes if budget_bytes else memory_budget(None, getattr(task, "device", "cpu"))
+    budget = budget_bytes if budget_bytes else memory_budget(None, task.device)
     tail = f"over the memory budget of {gb(budget)} (train.max_memory_gb; default: half the available memory)"
     try:
         parameters = int(model_def.parameter_count(model_config, **task.dims))
@@ -194,12 +194,11 @@ def _probe_per_sample(model_def: Any, model_config: Any, task: Any, parameters: 
 
 @contextlib.contextmanager
 def _task_rng_kept(task: Any) -> Iterator[None]:
-    state = task.rng_state() if hasattr(task, "rng_state") else None
+    state = task.state_dict()
     try:
         yield
     finally:
-        if state is not None:
-            task.set_rng_state(state)
+        task.load_state_dict(state)
 
 
 def _saved_bytes(model_def: Any, model_config: Any, task: Any, x: Any, y: Any, device: Any) -> int:

@@ -6,22 +6,31 @@ import dataclasses
 from typing import Any
 
 from rnnkit.config import ConfigBuilder
-from rnnkit.registry import TASKS, default_registry
+from rnnkit.kinds import KINDS
+from rnnkit.registry import default_registry
 from rnnkit.spec import parse_override
 
-#: The sizes a parameter count assumes for each task: palindromes (one-hot), the Christie book, Cora.
-DEFAULT_DIMS = {
-    "sequence-classification": {"input_size": 10, "num_classes": 10},
-    "char-lm": {"vocab_size": 88},
-    "node-classification": {"num_features": 1433, "num_classes": 7},
-}
+
+def count_dims(*, input_size: int = 10, num_classes: int = 10) -> dict[str, dict[str, int]]:
+    """The sizes a parameter count assumes for each model kind: its ``default_dims``, with the
+    sequence-classification sizes given (``rnnkit models --input-size/--num-classes``)."""
+    dims = {name: dict(kind.default_dims) for name, kind in KINDS.items()}
+    dims["sequence-classification"] = {"input_size": input_size, "num_classes": num_classes}
+    return dims
+
+
+def dims_caption(dims: dict[str, dict[str, int]]) -> str:
+    """What the parameter counts assume, one phrase per model kind (the caption of ``rnnkit models``)."""
+    return "parameters: " + "; ".join(kind.dims_note(dims[name]) for name, kind in KINDS.items())
 
 
 def list_models(settings: list[str], *, input_size: int = 10, num_classes: int = 10) -> list[dict[str, Any]]:
     """One dict per loadable model; ``settings`` (``key=value``) apply to models that have the key.
 
-    The parameter count is for the model's first task: a palindrome model with ``input_size`` and
-    ``num_classes``, a character model with the Christie vocabulary, a graph model on Cora.
+    The parameter count is for the model's first model kind, with the sizes of ``count_dims``: a
+    palindrome model with ``input_size`` and ``num_classes``, a character model with the Christie
+    vocabulary, a graph model on Cora. Each row's ``kinds`` also appears as ``tasks``, its name in
+    rnnkit 0.1 (deprecated: it will be removed in the next release).
     """
     values = dict(parse_override(s) for s in settings)
     registry = default_registry()
@@ -31,7 +40,7 @@ def list_models(settings: list[str], *, input_size: int = 10, num_classes: int =
     for key in values:
         if key not in known:
             raise validator.unknown("", key, sorted(known))
-    dims = {**DEFAULT_DIMS, "sequence-classification": {"input_size": input_size, "num_classes": num_classes}}
+    dims = count_dims(input_size=input_size, num_classes=num_classes)
     rows = []
     for entry in entries:
         model = entry.model
@@ -39,14 +48,15 @@ def list_models(settings: list[str], *, input_size: int = 10, num_classes: int =
         fields = model.config_fields()
         applied = {k: v for k, v in values.items() if k in fields}
         config = validator.build(model.config, applied, "")
-        task = model.tasks[0] if model.tasks else None
+        kind = model.kinds[0] if model.kinds else None
         params = None  # listing never builds a model: only a declared formula gives a count
-        if model.count_parameters is not None and task in dims and task in TASKS:
-            params = model.parameter_count(config, **dims[task])
+        if model.count_parameters is not None and kind in dims:
+            params = model.parameter_count(config, **dims[kind])
         rows.append(
             {
                 "name": entry.name,
-                "tasks": list(model.tasks),
+                "kinds": list(model.kinds),
+                "tasks": list(model.kinds),  # deprecated name of "kinds"
                 "distribution": entry.distribution,
                 "version": entry.version,
                 "parameters": params,
@@ -59,6 +69,7 @@ def list_models(settings: list[str], *, input_size: int = 10, num_classes: int =
         rows.append(
             {
                 "name": failure.name,
+                "kinds": [],
                 "tasks": [],
                 "distribution": failure.distribution,
                 "version": "",

@@ -7,6 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from rnnkit.errors import RunError, UsageError
+from rnnkit.gcn import RESULTS_FILE as GCN_RESULTS
+from rnnkit.gcn import read_results as read_gcn_results
+from rnnkit.runner import METRICS_FILE
+from rnnkit.sweep import FIGURE_FILE, RESULTS_FILE, read_results, summarize
 
 
 def _figure(width: float = 7.0, height: float = 4.5) -> Any:
@@ -17,8 +21,6 @@ def _figure(width: float = 7.0, height: float = 4.5) -> Any:
 
 def sweep_figure(rows: list[dict[str, Any]], title: str = "") -> Any:
     """Best accuracy vs palindrome length per model, mean +- std over seeds (the report's figure 1)."""
-    from rnnkit.sweep import summarize
-
     summary = summarize(rows)
     fig = _figure()
     ax = fig.add_subplot()
@@ -126,11 +128,6 @@ def save_figure(fig: Any, path: Path) -> Path:
 def plot_path(path: Path, out: Path | None = None) -> Path:
     """Plot a sweep directory (accuracy vs length), a run directory (loss and accuracy curves) or a
     gcn directory (the implementations side by side)."""
-    from rnnkit.gcn import RESULTS_FILE as GCN_RESULTS
-    from rnnkit.gcn import read_results as read_gcn_results
-    from rnnkit.runner import METRICS_FILE
-    from rnnkit.sweep import FIGURE_FILE, RESULTS_FILE, read_results
-
     path = Path(path)
     if path.is_file() and path.name in (RESULTS_FILE, METRICS_FILE, GCN_RESULTS):
         path = path.parent

@@ -1,7 +1,11 @@
-"""Rich progress bars on stderr; silent when stderr is not a terminal or when switched off."""
+"""Progress on stderr: rich progress bars, and the report of a training run (first line, samples).
+
+The bars are off when stderr is not a terminal or when switched off (``--no-progress``).
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -15,6 +19,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from rnnkit.spec import RunSpec
+from rnnkit.training import Callback, StepStats
+
 stderr_console = Console(stderr=True)
 
 
@@ -22,7 +29,7 @@ def progress_enabled(requested: bool = True) -> bool:
     return requested and stderr_console.is_terminal
 
 
-class TrainingProgress:
+class TrainingProgress(Callback):
     """A training callback: one bar with loss, accuracy and steps/s, updated every step."""
 
     def __init__(
@@ -67,11 +74,35 @@ class TrainingProgress:
         if self.progress is not None:
             self.progress.stop()
 
-    def on_step(self, step: int, loss: float, accuracy: float, steps_per_s: float) -> None:
+    def on_step(self, stats: StepStats) -> None:
         if self.progress is not None:
             self.progress.update(
-                self.task_id, completed=step, loss=loss, acc=accuracy, rate=steps_per_s * self.per_step
+                self.task_id,
+                completed=stats.step,
+                loss=stats.loss,
+                acc=stats.accuracy,
+                rate=stats.steps_per_s * self.per_step,
             )
+
+
+class TrainingReport(Callback):
+    """A training callback for the terminal: the run's first line, and each training sample on stderr
+    as ``Step 08K/40K: text`` (the format of Karpathy's char-rnn samples)."""
+
+    def __init__(self, max_steps: int) -> None:
+        self.max_steps = max_steps
+
+    def on_start(self, spec: RunSpec, run_dir: Path, resumed: bool) -> None:
+        verb = "resuming" if resumed else "training"
+        stderr_console.print(f"{verb} [bold]{spec.model_name}[/] on {spec.task_name} -> {run_dir}", soft_wrap=True)
+
+    def on_sample(self, step: int, text: str) -> None:
+        shown = text.replace("\n", "\\n")
+        if self.max_steps >= 1000:
+            where = f"Step {step // 1000:02d}K/{self.max_steps // 1000}K"
+        else:
+            where = f"Step {step}/{self.max_steps}"
+        stderr_console.print(f"{where}: {shown}", markup=False, highlight=False)
 
 
 class CountProgress:

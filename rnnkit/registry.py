@@ -4,7 +4,8 @@ An entry point names a ``ModelDef`` (``"rnn = rnnkit.models.rnn:MODEL"``). rnnki
 declared in its ``pyproject.toml`` exactly like a third-party plugin's, so the plugin path is the only
 path. Entry points are listed without importing anything; a model's module is imported the first time
 it is asked for. A plugin that fails to import is recorded in ``failures`` and skipped: everything else
-keeps working. This module does not import torch.
+keeps working. This module imports torch only inside ``ModelDef.parameter_count`` (a build on the meta
+device).
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
-from rnnkit.errors import ModelNotFoundError, RnnkitError, TaskNotSupportedError, UsageError
+from rnnkit.errors import KindNotSupportedError, ModelNotFoundError, RnnkitError, UsageError
+from rnnkit.kinds import KINDS
 
 ENTRY_POINT_GROUP = "rnnkit.models"
 BUILTIN_DISTRIBUTION = "rnnkit"
@@ -45,26 +48,21 @@ class PluginError(RnnkitError):
     """A plugin failed to load and RNNKIT_RAISE_PLUGIN_ERRORS asks for that to be an error."""
 
 
-#: Tasks a model can declare, and the keyword arguments ``build`` receives for each.
-TASKS: dict[str, tuple[str, ...]] = {
-    "sequence-classification": ("input_size", "num_classes"),
-    "char-lm": ("vocab_size",),
-    "node-classification": ("num_features", "num_classes"),
-}
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class ModelDef:
-    """What a model package declares: its name, tasks, typed config and how to build it.
+    """What a model package declares: its name, model kinds, typed config and how to build it.
 
-    ``config`` is a dataclass whose fields (with types and defaults) are the model's hyperparameters;
-    ``build(config, **task_dims)`` returns a ``torch.nn.Module``; ``count_parameters`` (optional)
-    gives the trainable parameter count without building the model; ``memory_bytes`` (optional) the
-    memory a graph model needs for a graph of a given number of nodes.
+    ``kinds`` are names of ``rnnkit.kinds.KINDS``; ``config`` is a dataclass whose fields (with types
+    and defaults) are the model's hyperparameters; ``build(config, **dims)`` returns a
+    ``torch.nn.Module`` (``dims``: the kind's ``dims``); ``count_parameters`` (optional) gives the
+    trainable parameter count without building the model; ``memory_bytes`` (optional) the memory a
+    graph model needs for a graph of a given number of nodes.
+
+    ``tasks=`` (rnnkit 0.1's name for ``kinds``) is still accepted, with a DeprecationWarning.
     """
 
     name: str
-    tasks: tuple[str, ...]
+    kinds: tuple[str, ...]
     config: type
     build: Callable[..., Any]
     description: str = ""
@@ -73,6 +71,43 @@ class ModelDef:
     #: nodes, checked against a budget before the model is built.
     memory_bytes: Callable[[int], int] | None = None
 
+    def __init__(
+        self,
+        name: str,
+        kinds: tuple[str, ...] | None = None,
+        config: type | None = None,
+        build: Callable[..., Any] | None = None,
+        description: str = "",
+        count_parameters: Callable[..., int] | None = None,
+        memory_bytes: Callable[[int], int] | None = None,
+        *,
+        tasks: tuple[str, ...] | None = None,
+    ) -> None:
+        if tasks is not None:
+            if kinds is not None:
+                raise TypeError(f"model '{name}': pass kinds= only (tasks= is its deprecated name)")
+            warnings.warn(
+                f"model '{name}': ModelDef(tasks=...) is deprecated, pass kinds=... instead "
+                "(tasks= will be removed in a future release)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            kinds = tasks
+        missing = [arg for arg, value in (("kinds", kinds), ("config", config), ("build", build)) if value is None]
+        if missing:
+            raise TypeError(f"ModelDef() missing required argument(s): {', '.join(map(repr, missing))}")
+        values = {
+            "name": name,
+            "kinds": kinds,
+            "config": config,
+            "build": build,
+            "description": description,
+            "count_parameters": count_parameters,
+            "memory_bytes": memory_bytes,
+        }
+        for attr, value in values.items():
+            object.__setattr__(self, attr, value)  # frozen
+
     def make_config(self, values: dict[str, Any] | None = None) -> Any:
         """The model's config with ``values`` applied over the defaults (validated by the spec layer)."""
         return self.config(**(values or {}))
@@ -80,29 +115,29 @@ class ModelDef:
     def config_fields(self) -> dict[str, dataclasses.Field]:
         return {f.name: f for f in dataclasses.fields(self.config)}
 
-    def parameter_count(self, config: Any, **task_dims: int) -> int:
+    def parameter_count(self, config: Any, **dims: int) -> int:
         """Trainable parameters for ``config``; builds the model on the meta device if no formula."""
         if self.count_parameters is not None:
-            return int(self.count_parameters(config, **task_dims))
+            return int(self.count_parameters(config, **dims))
         import torch
 
         with torch.device("meta"):
-            model = self.build(config, **task_dims)
+            model = self.build(config, **dims)
         return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def check_definition(model: ModelDef) -> None:
     """The parts of the contract that can be checked without building: raises TypeError/ValueError."""
-    if not model.tasks or any(t not in TASKS for t in model.tasks):
-        raise ValueError(f"tasks {list(model.tasks)} must be one or more of {', '.join(TASKS)}")
+    if not model.kinds or any(k not in KINDS for k in model.kinds):
+        raise ValueError(f"kinds {list(model.kinds)} must be one or more of {', '.join(KINDS)}")
     if not dataclasses.is_dataclass(model.config) or not isinstance(model.config, type):
         raise TypeError("config must be a dataclass type")
     if not callable(model.build):
         raise TypeError("build must be callable")
     config = model.make_config()  # every field needs a default
     if model.count_parameters is not None:
-        for task in model.tasks:
-            model.parameter_count(config, **dict.fromkeys(TASKS[task], 3))
+        for kind in model.kinds:
+            model.parameter_count(config, **dict.fromkeys(KINDS[kind].dims, 3))
 
 
 @dataclass
@@ -193,16 +228,14 @@ class Registry:
         """Every entry whose model loaded; failures are recorded, not raised."""
         return [e for e in (self.entries[n] for n in self.names()) if self._load(e) is not None]
 
-    def get(self, name: str, task: str | None = None) -> ModelDef:
-        """The model called ``name``; with ``task``, also check the model declares it."""
+    def get(self, name: str, kind: str | None = None) -> ModelDef:
+        """The model called ``name``; with ``kind``, also check the model declares that model kind."""
         entry = self.entries.get(name)
         model = self._load(entry) if entry is not None else None
         if model is None:
             raise ModelNotFoundError(self._unknown_message(name))
-        if task is not None and task not in model.tasks:
-            raise TaskNotSupportedError(
-                f"model '{name}' does not support task '{task}' (it supports: {', '.join(model.tasks)})"
-            )
+        if kind is not None and kind not in model.kinds:
+            raise KindNotSupportedError(f"model '{name}' is not a {kind} model (it is: {', '.join(model.kinds)})")
         return model
 
     def _unknown_message(self, name: str) -> str:
@@ -226,15 +259,22 @@ def default_registry() -> Registry:
     return _default
 
 
-def get_model(name: str, task: str | None = None) -> ModelDef:
-    return default_registry().get(name, task)
+def get_model(name: str, kind: str | None = None) -> ModelDef:
+    """The registered model ``name``; with ``kind``, KindNotSupportedError unless it declares it."""
+    return default_registry().get(name, kind)
 
 
-def create_model(name: str, task: str, config: dict[str, Any] | None = None, **task_dims: int) -> Any:
-    """Build the registered model ``name`` for ``task`` with ``config`` over its defaults."""
-    model_def = get_model(name, task)
+def create_model(name: str, kind: str, config: dict[str, Any] | None = None, **dims: int) -> Any:
+    """Build the registered model ``name`` as a ``kind`` model with ``config`` over its defaults;
+    ``dims`` are the kind's build arguments (``rnnkit.kinds.KINDS[kind].dims``)."""
+    model_def = get_model(name, kind)
     try:
         cfg = model_def.make_config(config)
     except TypeError as exc:
         raise RnnkitError(f"model '{name}': {exc}") from exc
-    return model_def.build(cfg, **task_dims)
+    return model_def.build(cfg, **dims)
+
+
+def list_models() -> list[str]:
+    """Names of every registered model, built-in and plugin (``rnnkit.list_models()``)."""
+    return default_registry().names()

@@ -20,10 +20,12 @@ import io
 import json
 import uuid
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from rnnkit import __version__
+import torch
+
 from rnnkit.checkpoint import (
     BEST_LINK,
     CHECKPOINT_LINK,
@@ -41,10 +43,17 @@ from rnnkit.checkpoint import (
     read_meta,
     write_json,
 )
-from rnnkit.errors import CheckpointError, RnnkitError, RnnkitWarning, RunError, SpecError, UsageError
-from rnnkit.memory import check_training_memory, memory_budget
+from rnnkit.device import resolve_device
+from rnnkit.errors import CheckpointError, RnnkitError, RnnkitWarning, RunError, SpecError
+from rnnkit.memory import memory_budget
+from rnnkit.progress import TrainingProgress
+from rnnkit.registry import get_model
 from rnnkit.rundir import RunLock, claim_new_run_dir
 from rnnkit.spec import RunSpec, parse_yaml_text
+from rnnkit.task import Task
+from rnnkit.tasks import TASK_TYPES
+from rnnkit.training import Callback, Trainer
+from rnnkit.version import __version__
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -70,7 +79,7 @@ class RunInterrupted(KeyboardInterrupt):
         return (type(self), (self.run_dir, self.step, self.meta))
 
 
-class MetricsWriter:
+class MetricsWriter(Callback):
     """Appends each logged record to ``metrics.jsonl``, flushed line by line."""
 
     def __init__(self, path: Path) -> None:
@@ -82,18 +91,6 @@ class MetricsWriter:
 
     def close(self) -> None:
         self.file.close()
-
-
-def resolve_device(requested: str) -> Any:
-    import torch
-
-    if requested not in ("auto", "cpu", "cuda"):
-        raise UsageError(f"device must be one of auto, cpu, cuda, got '{requested}'")
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise RunError("--device cuda was asked for but CUDA is not available here (use --device cpu)")
-    return torch.device(requested)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,7 +145,7 @@ def finished_meta(run_dir: Path) -> dict[str, Any] | None:
 # Saving
 
 
-class Checkpointer:
+class Checkpointer(Callback):
     """Training callback: the latest checkpoint every ``checkpoint_every`` steps (weights, meta and the
     trainer state for resume) and, after each evaluation that improves the validation loss, the best
     weights in ``best/``. Each is published whole, then the run's record is updated."""
@@ -158,23 +155,21 @@ class Checkpointer:
         self.model = model
         self.base_meta = base_meta
 
-    def meta(self, trainer: Any, status: str, **extra: Any) -> dict[str, Any]:
+    def meta(self, trainer: Trainer, status: str, **extra: Any) -> dict[str, Any]:
         return {**self.base_meta, "status": status, "steps": trainer.step, "seconds": trainer.seconds_so_far(), **extra}
 
-    def save(self, trainer: Any, meta: dict[str, Any]) -> None:
+    def save(self, trainer: Trainer, meta: dict[str, Any]) -> None:
         """Publish the latest checkpoint (with the trainer state), then record it as the run's state."""
-        import torch
-
         buffer = io.BytesIO()
         torch.save({"run_id": self.base_meta["run_id"], "trainer": trainer.state_dict()}, buffer)
         files = {**checkpoint_files(self.model.state_dict(), meta), STATE_FILE: buffer.getvalue()}
         publish(self.run_dir, CHECKPOINT_LINK, files)
         write_json(self.run_dir / META_FILE, meta)
 
-    def on_checkpoint(self, trainer: Any) -> None:
+    def on_checkpoint(self, trainer: Trainer) -> None:
         self.save(trainer, self.meta(trainer, "running", best_accuracy=trainer.best_accuracy))
 
-    def on_eval(self, trainer: Any, metrics: dict[str, float]) -> None:
+    def on_eval(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         if metrics["loss"] < trainer.best_eval_loss:
             eval_metrics = {f"eval_{k}": v for k, v in metrics.items()}
             files = checkpoint_files(self.model.state_dict(), self.meta(trainer, "best", **eval_metrics))
@@ -192,7 +187,7 @@ def train_run(
     progress: bool = False,
     threads: int | None = None,
     resume: bool = False,
-    callbacks: list[Any] = (),
+    callbacks: Sequence[Callback] = (),
 ) -> dict[str, Any]:
     """Train ``spec``; returns the run's metadata (status, steps, accuracies, seconds, ``run_dir``).
 
@@ -204,47 +199,22 @@ def train_run(
     far is saved with status ``interrupted`` and RunInterrupted is raised; on an error the run's
     record says ``failed`` (its last checkpoint stays resumable) and the error propagates.
     """
-    import torch
-
-    from rnnkit.progress import TrainingProgress
-    from rnnkit.registry import get_model
-    from rnnkit.tasks import task_types
-    from rnnkit.training import Trainer
-
     if threads:
         torch.set_num_threads(threads)
-    device = resolve_device(spec.device)
-    task_type = task_types()[spec.task_name]
-    model_def = get_model(spec.model_name, task_type.model_task)
-    torch.manual_seed(spec.seed)
-    task = task_type.factory(spec.task, device, spec.seed)  # loads data: fails before anything is written
-    budget = memory_budget(spec.train.max_memory_gb, device)
-    check_training_memory(model_def, spec.model, task, spec.train.batch_size, budget)  # before allocating
-    model = model_def.build(spec.model, **task.dims).to(device)
+    device, task, model = build_run(spec)
     owned = not isinstance(run_dir, RunLock)  # a lock the caller holds stays held
     lock = _own(spec, run_dir)
     try:
         run_dir = lock.path
         clean_unpublished(run_dir)
-        base_meta = {
-            "rnnkit_version": __version__,
-            "model": spec.model_name,
-            "model_task": task_type.model_task,
-            "task": spec.task_name,
-            "model_config": dataclasses.asdict(spec.model),
-            "task_dims": task.dims,
-            "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "device": str(device),
-            "spec": spec.to_dict(),
-            **(task.meta() if hasattr(task, "meta") else {}),
-        }
+        base_meta = run_meta(spec, task, model, device)
         trainer = Trainer(model, task, spec.train)
         if resume:
             base_meta["run_id"] = restore(run_dir, spec, model, trainer, base_meta, device)
         else:
             base_meta["run_id"] = _start_fresh(run_dir, spec)
         try:
-            return _train(spec, run_dir, model, task, trainer, base_meta, progress, callbacks, TrainingProgress)
+            return _train(spec, run_dir, model, task, trainer, base_meta, progress, list(callbacks))
         except RnnkitError as exc:
             _record_failure(run_dir, base_meta, trainer.step, str(exc))
             raise
@@ -256,6 +226,34 @@ def train_run(
     finally:
         if owned:
             lock.release()
+
+
+def build_run(spec: RunSpec) -> tuple[torch.device, Task, torch.nn.Module]:
+    """The device, the task (its data loaded) and the model of ``spec``, seeded; the memory the run
+    needs is checked against ``train.max_memory_gb`` before the model is built. Nothing is written."""
+    device = resolve_device(spec.device)
+    task_type = TASK_TYPES[spec.task_name]
+    model_def = get_model(spec.model_name, task_type.kind)
+    torch.manual_seed(spec.seed)
+    task = task_type(spec.task, device, spec.seed)  # loads data: fails before anything is written
+    task.check_memory(model_def, spec.model, spec.train.batch_size, memory_budget(spec.train.max_memory_gb, device))
+    return device, task, model_def.build(spec.model, **task.dims).to(device)
+
+
+def run_meta(spec: RunSpec, task: Task, model: torch.nn.Module, device: torch.device) -> dict[str, Any]:
+    """What every checkpoint's meta.json says of the run besides its progress."""
+    return {
+        "rnnkit_version": __version__,
+        "model": spec.model_name,
+        "model_kind": task.kind,
+        "task": spec.task_name,
+        "model_config": dataclasses.asdict(spec.model),
+        "task_dims": task.dims,
+        "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "device": str(device),
+        "spec": spec.to_dict(),
+        **task.meta(),
+    }
 
 
 def _own(spec: RunSpec, run_dir: Path | RunLock | None) -> RunLock:
@@ -286,7 +284,9 @@ def _start_fresh(run_dir: Path, spec: RunSpec) -> str:
     return run_id
 
 
-def restore(run_dir: Path, spec: RunSpec, model: Any, trainer: Any, base_meta: dict[str, Any], device: Any) -> str:
+def restore(
+    run_dir: Path, spec: RunSpec, model: torch.nn.Module, trainer: Trainer, base_meta: dict[str, Any], device: Any
+) -> str:
     """Load the newest complete checkpoint of ``run_dir`` into ``model`` and ``trainer``, after checking
     that it is this run's, that its parts agree and that there is training left; returns the run id."""
     directory = checkpoint_dir(run_dir)
@@ -342,27 +342,25 @@ def restore(run_dir: Path, spec: RunSpec, model: Any, trainer: Any, base_meta: d
 def _train(
     spec: RunSpec,
     run_dir: Path,
-    model: Any,
-    task: Any,
-    trainer: Any,
+    model: torch.nn.Module,
+    task: Task,
+    trainer: Trainer,
     base_meta: dict[str, Any],
     progress: bool,
-    callbacks: list[Any],
-    progress_bar: Any,
+    callbacks: list[Callback],
 ) -> dict[str, Any]:
-    resume = trainer.step > 0 or trainer.eval_pending or trainer.stopping is not None
+    resumed = trainer.step > 0 or trainer.eval_pending or trainer.stopping is not None
     for cb in callbacks:
-        getattr(cb, "on_start", lambda *a: None)(spec, run_dir, resume)
+        cb.on_start(spec, run_dir, resumed)
     checkpointer = Checkpointer(run_dir, model, base_meta)
     metrics = MetricsWriter(run_dir / METRICS_FILE)
     try:
-        per_step = getattr(task, "units_per_step", None)
-        with progress_bar(
+        with TrainingProgress(
             spec.train.max_steps,
             spec.name,
             enabled=progress,
             start=trainer.step,
-            units=per_step(spec.train.batch_size) if per_step else None,
+            units=task.units_per_step(spec.train.batch_size),
         ) as bar:
             trainer.callbacks = [metrics, bar, checkpointer, *callbacks]
             result = trainer.run()

@@ -25,6 +25,8 @@ import yaml
 
 from rnnkit.config import ConfigBuilder, clip, describe, one_line
 from rnnkit.errors import SpecError
+from rnnkit.registry import get_model
+from rnnkit.tasks import TASK_TYPES
 
 
 @dataclass
@@ -47,7 +49,9 @@ class PlateauConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimiser, clipping, schedule and stopping rules (defaults from the course)."""
+    """Optimiser, clipping, schedule and stopping rules. The defaults are the palindrome study's:
+    RMSprop at 1e-3, batches of 128, gradients clipped at norm 10 (a task may bring its own, see
+    ``Task.train_defaults``)."""
 
     optimizer: Literal["sgd", "momentum", "rmsprop", "adam"] = "rmsprop"
     lr: float = field(default=1e-3, metadata={"gt": 0})
@@ -342,6 +346,20 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
         node[last] = value
 
 
+def _merged(defaults: dict[str, Any], given: Any) -> Any:
+    """``given`` (a spec section) over a task's ``defaults``, nested sections merged key by key; a
+    section that is not a mapping is left for the validator to refuse."""
+    if not isinstance(given, dict):
+        return given if given is not None or not defaults else _deep_copy(defaults)
+    merged = _deep_copy(defaults)
+    for key, value in given.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def _deep_copy(data: Any) -> Any:
     if isinstance(data, dict):
         return {k: _deep_copy(v) for k, v in data.items()}
@@ -377,9 +395,6 @@ def resolve_spec(
     default_name: str = "run",
 ) -> RunSpec:
     """Validate ``data`` (with ``overrides`` applied) into a RunSpec, loading the named model."""
-    from rnnkit.registry import get_model
-    from rnnkit.tasks import task_types
-
     overrides = list(overrides)
     data = apply_overrides(data, overrides)
     overridden = {(parse_override(o)[0] if isinstance(o, str) else o[0]) for o in overrides}
@@ -395,14 +410,15 @@ def resolve_spec(
     if not settings.name or "/" in settings.name or settings.name in (".", "..") or len(settings.name) > 200:
         raise validator.error("name", f"must be a plain directory name, got {clip(repr(settings.name), 80)}")
 
-    tasks = task_types()
+    tasks = TASK_TYPES
     task_name = _section_name(data, "task", validator, "palindrome")
     if task_name not in tasks:
         raise validator.error("task.name", f"unknown task '{task_name}'. Available: {', '.join(tasks)}")
-    task = validator.build(tasks[task_name].config, data.get("task"), "task.", skip=("name",))
+    task_type = tasks[task_name]
+    task = validator.build(task_type.config_type, data.get("task"), "task.", skip=("name",))
 
     model_name = _section_name(data, "model", validator, None)
-    model_def = get_model(model_name, tasks[task_name].model_task)
+    model_def = get_model(model_name, task_type.kind)
     model_values = dict(data.get("model") or {})
     if "model.name" in overridden:
         # another model was asked for on the command line: the file's settings that belong to the
@@ -412,7 +428,7 @@ def resolve_spec(
             k: v for k, v in model_values.items() if k == "name" or k in fields or f"model.{k}" in overridden
         }
     model = validator.build(model_def.config, model_values, "model.", skip=("name",))
-    train = validator.build(TrainConfig, data.get("train"), "train.")
+    train = validator.build(TrainConfig, _merged(task_type.train_defaults, data.get("train")), "train.")
     return RunSpec(
         settings.name, settings.seed, settings.device, settings.out_dir, task, task_name, model, model_name, train
     )

@@ -12,6 +12,7 @@ recorded (status ``failed`` with its error) and the sweep goes on.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import os
 import re
@@ -25,18 +26,22 @@ from typing import Any
 
 from rnnkit.checkpoint import META_FILE, atomic_write_text, checkpoint_dir, write_json
 from rnnkit.config import ConfigBuilder
+from rnnkit.device import resolve_device
 from rnnkit.errors import RnnkitError, RunError, UsageError
+from rnnkit.memory import memory_budget
+from rnnkit.registry import get_model
 from rnnkit.rundir import RunLock, is_locked, lock_owner, prepare_run_dir
 from rnnkit.runner import (
     RunInterrupted,
     finished_meta,
     read_record,
-    resolve_device,
     saved_spec,
     spec_differences,
     train_run,
 )
 from rnnkit.spec import RunSpec, load_yaml, parse_override, resolve_spec
+from rnnkit.task import Task
+from rnnkit.tasks import TASK_TYPES
 from rnnkit.workers import WorkerPool
 
 RESULTS_FILE = "results.csv"
@@ -239,26 +244,21 @@ def check_no_conflicts(out: Path, runs: list[tuple[str, int, int, RunSpec]]) -> 
 def check_memory(runs: list[tuple[str, int, int, RunSpec]]) -> None:
     """Refuse a sweep any of whose runs would not fit in memory, before the first one starts (each
     distinct model and task setting is estimated once; seeds do not change the size)."""
-    import dataclasses
-
-    from rnnkit.memory import check_training_memory, memory_budget
-    from rnnkit.registry import get_model
-    from rnnkit.tasks import task_types
-
-    tasks: dict[str, Any] = {}
+    tasks: dict[str, Task] = {}
     seen = set()
     for _, _, _, spec in runs:
         key = repr((spec.model_name, spec.model, spec.task_name, spec.task, spec.train.batch_size, spec.device))
         if key in seen:
             continue
         seen.add(key)
-        task_type = task_types()[spec.task_name]
+        device = resolve_device(spec.device)
+        task_type = TASK_TYPES[spec.task_name]
         task_key = repr((spec.task_name, dataclasses.asdict(spec.task)))
         if task_key not in tasks:
-            tasks[task_key] = task_type.factory(spec.task, resolve_device(spec.device), spec.seed)
-        model_def = get_model(spec.model_name, task_type.model_task)
-        budget = memory_budget(spec.train.max_memory_gb, resolve_device(spec.device))
-        check_training_memory(model_def, spec.model, tasks[task_key], spec.train.batch_size, budget)
+            tasks[task_key] = task_type(spec.task, device, spec.seed)
+        model_def = get_model(spec.model_name, task_type.kind)
+        budget = memory_budget(spec.train.max_memory_gb, device)
+        tasks[task_key].check_memory(model_def, spec.model, spec.train.batch_size, budget)
 
 
 def check_plan(out: Path, runs: list[tuple[str, int, int, RunSpec]]) -> None:

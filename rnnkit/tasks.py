@@ -1,31 +1,14 @@
-"""Built-in tasks: what data a run trains on, and which model task (contract) its models must declare.
+"""The built-in data tasks by name: what a spec's ``task.name`` selects.
 
-Tasks are part of rnnkit (models are the plugin point). Each names its config dataclass, the model
-task from ``rnnkit.registry.TASKS`` it needs, and a factory ``(config, device, seed) -> task``.
+Tasks are part of rnnkit (models are the plugin point). Each is a ``rnnkit.task.Task`` subclass that
+names its config dataclass and the model kind its models must be.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from rnnkit.data.graph_task import GraphTask
+from rnnkit.data.palindrome import PalindromeTask
+from rnnkit.data.text_task import TextTask
+from rnnkit.task import Task
 
-
-@dataclass(frozen=True)
-class TaskType:
-    name: str
-    model_task: str
-    config: type
-    factory: Callable[..., Any]
-
-
-def task_types() -> dict[str, TaskType]:
-    """Every built-in task by name (imports torch: call it only when a run is being set up)."""
-    from rnnkit.data.palindrome import PalindromeConfig, PalindromeTask
-    from rnnkit.data.text import TextConfig
-    from rnnkit.data.text_task import TextTask
-
-    return {
-        "palindrome": TaskType("palindrome", PalindromeTask.model_task, PalindromeConfig, PalindromeTask),
-        "text": TaskType("text", TextTask.model_task, TextConfig, TextTask),
-    }
+TASK_TYPES: dict[str, type[Task]] = {task.name: task for task in (PalindromeTask, TextTask, GraphTask)}

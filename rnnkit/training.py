@@ -20,39 +20,47 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any
 
 import torch
 
-from rnnkit.spec import TrainConfig
+from rnnkit.spec import RunSpec, TrainConfig
+from rnnkit.task import Task
 
 
-class Task(Protocol):
-    def train_batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]: ...
+@dataclass(frozen=True)
+class StepStats:
+    """What a callback hears after each training step."""
 
-    def loss_and_correct(
-        self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-    def evaluate(self, model: torch.nn.Module, batch_size: int, batches: int) -> dict[str, float]: ...
-
-    def rng_state(self) -> dict[str, torch.Tensor]: ...
-
-    def set_rng_state(self, state: dict[str, torch.Tensor]) -> None: ...
+    step: int
+    loss: float
+    accuracy: float  # mean training accuracy of the early-stop window
+    steps_per_s: float  # since this process started training
+    seconds: float  # this step alone (batch, forward, backward, update)
 
 
 class Callback:
-    """Hooks the loop calls; every method is optional (the defaults do nothing)."""
+    """Hooks the runner and the loop call; every one is optional (the defaults do nothing), so a
+    callback subclasses this and overrides what it needs."""
 
-    def on_step(self, step: int, loss: float, accuracy: float, steps_per_s: float) -> None: ...
+    def on_start(self, spec: RunSpec, run_dir: Path, resumed: bool) -> None:
+        """Before the first step, once the run directory is set up (``resumed``: continuing one)."""
 
-    def on_log(self, record: dict[str, Any]) -> None: ...
+    def on_step(self, stats: StepStats) -> None:
+        """After every training step."""
 
-    def on_eval(self, trainer: Trainer, metrics: dict[str, float]) -> None: ...
+    def on_log(self, record: dict[str, Any]) -> None:
+        """Every record written to metrics.jsonl (training window means and evaluations)."""
 
-    def on_sample(self, step: int, text: str) -> None: ...
+    def on_eval(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        """After every evaluation, with its metrics (``loss``, ``accuracy``, ...)."""
 
-    def on_checkpoint(self, trainer: Trainer) -> None: ...
+    def on_sample(self, step: int, text: str) -> None:
+        """A training sample of a task that generates text."""
+
+    def on_checkpoint(self, trainer: Trainer) -> None:
+        """Every ``checkpoint_every`` steps: time to save."""
 
 
 @dataclass
@@ -122,6 +130,57 @@ class _StopOnSignal:
             signal.signal(s, handler)
 
 
+class StoppingPolicy:
+    """The rules that end a run before ``max_steps``, in the order they are checked after a step:
+    ``diverged`` (the loss is NaN or infinite), ``solved`` (the mean accuracy of the last
+    ``early_stop.window`` training batches reached ``early_stop.threshold``) and ``plateau`` (the best
+    windowed accuracy has not improved by ``plateau.min_delta`` in ``plateau.patience`` steps).
+
+    ``observe`` takes each step's accuracy as soon as it is known (so a checkpoint saved after it holds
+    it); ``verdict`` decides once the step's callbacks have run. Its state is part of the trainer's.
+    """
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.early_stop, self.plateau = cfg.early_stop, cfg.plateau
+        self.window: deque[float] = deque(maxlen=cfg.early_stop.window)
+        self.best_accuracy = 0.0  # best windowed training accuracy (a full window only)
+        self.plateau_best, self.plateau_step = -1.0, 0
+
+    def observe(self, accuracy: float) -> float:
+        """Add one step's training accuracy; returns the window's mean."""
+        self.window.append(accuracy)
+        windowed = sum(self.window) / len(self.window)
+        if len(self.window) == self.window.maxlen:
+            self.best_accuracy = max(self.best_accuracy, windowed)
+        return windowed
+
+    def verdict(self, step: int, loss: float) -> str | None:
+        """The status the run stops with after ``step``, or None to go on."""
+        if not math.isfinite(loss):
+            return "diverged"
+        full = len(self.window) == self.window.maxlen
+        if self.early_stop.threshold > 0 and full and sum(self.window) / len(self.window) >= self.early_stop.threshold:
+            return "solved"
+        if self.best_accuracy > self.plateau_best + self.plateau.min_delta:
+            self.plateau_best, self.plateau_step = self.best_accuracy, step
+        elif self.plateau.patience and step - self.plateau_step >= self.plateau.patience:
+            return "plateau"
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "best_accuracy": self.best_accuracy,
+            "window": list(self.window),
+            "plateau": [self.plateau_best, self.plateau_step],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_accuracy = float(state["best_accuracy"])
+        self.window.clear()
+        self.window.extend(state["window"])
+        self.plateau_best, self.plateau_step = float(state["plateau"][0]), int(state["plateau"][1])
+
+
 class Trainer:
     """Trains ``model`` on fresh batches from ``task`` under ``cfg`` until a stopping rule fires."""
 
@@ -134,19 +193,24 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.optimizer = make_optimizer(model.parameters(), cfg)
         self.scheduler = make_scheduler(self.optimizer, cfg)
+        self.stopping_policy = StoppingPolicy(cfg)
         self.step = 0
         self.elapsed = 0.0  # seconds of training before this process (resumed runs)
-        self.best_accuracy = 0.0
         self.best_eval_loss = math.inf
-        self._window: deque[float] = deque(maxlen=cfg.early_stop.window)
-        self._plateau_best, self._plateau_step = -1.0, 0
         self._start = time.perf_counter()
         self._running = False
+        #: the log window's running sums: kept in the state, so a resumed run logs alike
         self._sums: dict[str, float] = {"loss": 0.0, "accuracy": 0.0, "grad_norm": 0.0, "n": 0}
         #: an evaluation due at ``step`` that a second Ctrl-C cut short: done first when resumed
         self.eval_pending = False
         #: the status a run had stopped with when its final evaluation was cut short (resume finishes it)
         self.stopping: str | None = None
+        self._lr_logged = self.optimizer.param_groups[0]["lr"]  # the rate the steps being logged used
+
+    @property
+    def best_accuracy(self) -> float:
+        """The best mean training accuracy over a full early-stop window so far."""
+        return self.stopping_policy.best_accuracy
 
     def seconds_so_far(self) -> float:
         """Training seconds of this run so far, earlier processes included (resume)."""
@@ -162,11 +226,9 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
-            "task_rng": self.task.rng_state(),
-            "best_accuracy": self.best_accuracy,
+            "task_state": self.task.state_dict(),
             "best_eval_loss": self.best_eval_loss,
-            "window": list(self._window),
-            "plateau": [self._plateau_best, self._plateau_step],
+            **self.stopping_policy.state_dict(),
             "log_sums": dict(self._sums),
             "eval_pending": self.eval_pending,
             "stopping": self.stopping or "",
@@ -174,16 +236,16 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict``'s output (also the state rnnkit 0.1 saved, whose task part was
+        called ``task_rng``)."""
         self.step = int(state["step"])
         self.elapsed = float(state["elapsed"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
-        self.task.set_rng_state(state["task_rng"])
-        self.best_accuracy = float(state["best_accuracy"])
+        self.task.load_state_dict(state["task_state"] if "task_state" in state else state["task_rng"])
         self.best_eval_loss = float(state["best_eval_loss"])
-        self._window.extend(state["window"])
-        self._plateau_best, self._plateau_step = float(state["plateau"][0]), int(state["plateau"][1])
+        self.stopping_policy.load_state_dict(state)
         self._sums.update(state.get("log_sums", {}))
         self.eval_pending = bool(state.get("eval_pending", False))
         self.stopping = state.get("stopping") or None
@@ -191,10 +253,6 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
 
     # -- the loop -----------------------------------------------------------------------------
-
-    def _emit(self, hook: str, *args: Any) -> None:
-        for cb in self.callbacks:
-            getattr(cb, hook, lambda *a: None)(*args)
 
     def train_step(self) -> tuple[float, float, float]:
         """One optimisation step on a fresh batch: (loss, accuracy, gradient norm before clipping)."""
@@ -214,112 +272,128 @@ class Trainer:
         Cut short by Ctrl-C, it restores the random state it started from and leaves ``eval_pending``
         set, so that the saved state repeats this evaluation exactly when the run is resumed.
         """
-        rng = self.task.rng_state(), torch.get_rng_state()
+        rng = self.task.state_dict(), torch.get_rng_state()
         self.eval_pending = True
         try:
             metrics = self.task.evaluate(self.model, self.cfg.batch_size, self.cfg.eval_batches)
         except KeyboardInterrupt:
-            self.task.set_rng_state(rng[0])
+            self.task.load_state_dict(rng[0])
             torch.set_rng_state(rng[1])
             raise
         finally:
             self.model.train()
         self.eval_pending = False
         self._log({"step": self.step, **{f"eval_{k}": v for k, v in metrics.items()}})
-        self._emit("on_eval", self, metrics)
+        for cb in self.callbacks:
+            cb.on_eval(self, metrics)
         self.best_eval_loss = min(self.best_eval_loss, metrics["loss"])
         return metrics
 
     def _log(self, record: dict[str, Any]) -> None:
         record.setdefault("elapsed", round(self.seconds_so_far(), 4))
-        self._emit("on_log", record)
+        for cb in self.callbacks:
+            cb.on_log(record)
+
+    def _flush_log(self) -> None:
+        """Log the means of the steps since the last log record, at the current learning rate."""
+        sums = self._sums
+        if sums["n"]:
+            n = sums["n"]
+            self._log(
+                {
+                    "step": self.step,
+                    "loss": sums["loss"] / n,
+                    "accuracy": sums["accuracy"] / n,
+                    "lr": self._lr_logged,
+                    "grad_norm": sums["grad_norm"] / n,
+                }
+            )
+        sums.update(loss=0.0, accuracy=0.0, grad_norm=0.0, n=0)
+
+    def _after_step(self, loss: float, accuracy: float, grad_norm: float, seconds: float, rate: float) -> None:
+        """The bookkeeping of one finished step: window, log sums, callbacks, log record."""
+        windowed = self.stopping_policy.observe(accuracy)
+        sums = self._sums
+        sums.update(
+            loss=sums["loss"] + loss,
+            accuracy=sums["accuracy"] + accuracy,
+            grad_norm=sums["grad_norm"] + grad_norm,
+            n=sums["n"] + 1,
+        )
+        stats = StepStats(self.step, loss, windowed, rate, seconds)
+        for cb in self.callbacks:
+            cb.on_step(stats)
+        if self.step % self.cfg.log_every == 0:
+            self._flush_log()
+
+    def _periodic(self) -> None:
+        """Evaluation, sample and checkpoint, when their interval falls on this step (none at the last
+        step: the run's end evaluates and saves)."""
+        cfg, step = self.cfg, self.step
+        if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.max_steps:
+            self.evaluate()
+        if cfg.sample_every and step % cfg.sample_every == 0:
+            text = self.task.sample(self.model, cfg.sample_length)
+            if text is not None:
+                for cb in self.callbacks:
+                    cb.on_sample(step, text)
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
+            for cb in self.callbacks:
+                cb.on_checkpoint(self)
 
     def run(self) -> TrainResult:
-        cfg = self.cfg
-        es, plateau = cfg.early_stop, cfg.plateau
-        window = self._window
-        sums = self._sums  # the log window's running sums: kept in the state, so a resumed run logs alike
+        """Train until ``max_steps`` or a stopping rule, then evaluate once more; Ctrl-C ends it as
+        ``interrupted`` (see the module docstring)."""
         status = "max_steps"
         self._start = start = time.perf_counter()
         self._running = True
         first_step = self.step
         self.model.train()
-
-        def flush_log(lr: float) -> None:
-            n = sums["n"]
-            if n:
-                self._log(
-                    {
-                        "step": self.step,
-                        "loss": sums["loss"] / n,
-                        "accuracy": sums["accuracy"] / n,
-                        "lr": lr,
-                        "grad_norm": sums["grad_norm"] / n,
-                    }
-                )
-            sums.update(loss=0.0, accuracy=0.0, grad_norm=0.0, n=0)
-
         try:
             with _StopOnSignal() as stop:
                 if self.eval_pending and self.stopping is None:  # cut short before the last save
                     self.evaluate()
-                while self.stopping is None and self.step < cfg.max_steps:
-                    lr = self.optimizer.param_groups[0]["lr"]
+                while self.stopping is None and self.step < self.cfg.max_steps:
+                    self._lr_logged = self.optimizer.param_groups[0]["lr"]
                     stop.critical = True
-                    loss, acc, grad_norm = self.train_step()
+                    began = time.perf_counter()
+                    loss, accuracy, grad_norm = self.train_step()
+                    now = time.perf_counter()
                     self.step += 1
-                    window.append(acc)
-                    windowed = sum(window) / len(window)
-                    if len(window) == window.maxlen:
-                        self.best_accuracy = max(self.best_accuracy, windowed)
-                    sums.update(
-                        loss=sums["loss"] + loss,
-                        accuracy=sums["accuracy"] + acc,
-                        grad_norm=sums["grad_norm"] + grad_norm,
-                        n=sums["n"] + 1,
-                    )
-                    now = time.perf_counter() - start
-                    self._emit("on_step", self.step, loss, windowed, (self.step - first_step) / now if now else 0.0)
-                    if self.step % cfg.log_every == 0:
-                        flush_log(lr)
+                    rate = (self.step - first_step) / (now - start) if now > start else 0.0
+                    self._after_step(loss, accuracy, grad_norm, now - began, rate)
                     stop.critical = False
-                    if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.max_steps:
-                        self.evaluate()
-                    if cfg.sample_every and self.step % cfg.sample_every == 0 and hasattr(self.task, "sample"):
-                        self._emit("on_sample", self.step, self.task.sample(self.model, cfg.sample_length))
-                    if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.max_steps:
-                        self._emit("on_checkpoint", self)
+                    self._periodic()
                     if stop.requested:
                         status = "interrupted"
                         break
-                    if not math.isfinite(loss):
-                        status = "diverged"
-                        break
-                    if es.threshold > 0 and len(window) == window.maxlen and windowed >= es.threshold:
-                        status = "solved"
-                        break
-                    if self.best_accuracy > self._plateau_best + plateau.min_delta:
-                        self._plateau_best, self._plateau_step = self.best_accuracy, self.step
-                    elif plateau.patience and self.step - self._plateau_step >= plateau.patience:
-                        status = "plateau"
+                    verdict = self.stopping_policy.verdict(self.step, loss)
+                    if verdict is not None:
+                        status = verdict
                         break
         except KeyboardInterrupt:
             status = "interrupted"
         if self.stopping is not None:  # resumed after a cut-short final evaluation
             status = self.stopping
         if status != "interrupted":
-            flush_log(self.optimizer.param_groups[0]["lr"])
-            self.stopping = status
-            try:
-                with _StopOnSignal():
-                    final = self.evaluate()
-            except KeyboardInterrupt:  # a second Ctrl-C during the final evaluation
-                status = "interrupted"
-            else:
-                self.stopping = None
+            status, final = self._finish(status)
         self.elapsed += time.perf_counter() - start
         self._running = False
         if status == "interrupted":
             return TrainResult(status, self.step, self.best_accuracy, None, None, self.elapsed)
         best = max(self.best_accuracy, final["accuracy"])
         return TrainResult(status, self.step, best, final["accuracy"], final["loss"], self.elapsed, final)
+
+    def _finish(self, status: str) -> tuple[str, dict[str, float]]:
+        """The last log record and the final evaluation; a second Ctrl-C during it leaves the run
+        ``interrupted`` with the evaluation pending (``stopping`` remembers how it ended)."""
+        self._lr_logged = self.optimizer.param_groups[0]["lr"]
+        self._flush_log()
+        self.stopping = status
+        try:
+            with _StopOnSignal():
+                final = self.evaluate()
+        except KeyboardInterrupt:
+            return "interrupted", {}
+        self.stopping = None
+        return status, final

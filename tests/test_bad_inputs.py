@@ -114,7 +114,7 @@ TRAIN = [
     c("train-two-documents", "train {ws}/two-docs.yaml", 2, "malformed YAML"),
     c("train-unknown-top-key", f"train {PAL} optimiser=adam", 2, "unknown key"),
     c("train-unknown-model", f"train {PAL} model.name=nope", 2, "unknown model 'nope'"),
-    c("train-model-wrong-task", f"train {PAL} model.name=gcn-dense", 2, "does not support task"),
+    c("train-model-wrong-task", f"train {PAL} model.name=gcn-dense", 2, "is not a sequence-classification model"),
     c("train-unknown-task", f"train {PAL} task.name=imagenet", 2, "unknown task"),
     c("train-override-no-equals", f"train {PAL} train.lr", 2, "key.sub=value"),
     c("train-override-empty-key", f"train {PAL} =3", 2, "key.sub=value"),
@@ -196,7 +196,7 @@ SWEEP = [
     c("sweep-length-huge", "sweep --lengths 100000", 2, "task.length"),
     c("sweep-models-unknown", "sweep --lengths 5 --models nope", 2, "unknown model"),
     c("sweep-models-empty", ["sweep", "--lengths", "5", "--models", ""], 2, "no models"),
-    c("sweep-models-graph", "sweep --lengths 5 --models gcn-dense", 2, "does not support task"),
+    c("sweep-models-graph", "sweep --lengths 5 --models gcn-dense", 2, "is not a sequence-classification model"),
     c("sweep-seeds-zero", "sweep --lengths 5 --seeds 0", 2, "--seeds"),
     c("sweep-workers-zero", "sweep --lengths 5 --workers 0", 2, "--workers"),
     c("sweep-set-wrong-type", "sweep --lengths 5 -s train.lr=fast", 2, "must be a number"),
@@ -297,7 +297,7 @@ GCN = [
     c("gcn-runs-huge", "gcn --dataset karate --runs 100000 --out {ws}/gcn-out", 2, "runs", "at most"),
     c("gcn-impl-empty", ["gcn", "--dataset", "karate", "--impl", ",", *GCN_OUT.split()], 2, "no implementation"),
     c("gcn-impl-unknown", f"gcn --dataset karate --impl dense,nope {GCN_OUT}", 2, "unknown implementation"),
-    c("gcn-impl-sequence-model", f"gcn --dataset karate --impl lstm {GCN_OUT}", 2, "does not support task"),
+    c("gcn-impl-sequence-model", f"gcn --dataset karate --impl lstm {GCN_OUT}", 2, "not a node-classification"),
     c("gcn-billion-nodes-pyg", f"gcn --dataset synthetic --nodes 1000000000 --impl pyg {GCN_OUT}", 2, "--nodes"),
     c("gcn-billion-nodes-dense", f"gcn --dataset synthetic --nodes 1000000000 --impl dense {GCN_OUT}", 2, "budget"),
     c("gcn-max-dense-gb", f"gcn --dataset synthetic --nodes 100000 --max-dense-gb 1 {GCN_OUT}", 2, "--impl pyg"),
@@ -578,13 +578,13 @@ def drive(plan_path: Path, results_path: Path) -> None:
 
     import rnnkit.cli  # noqa: F401 - imported once, before the forks
     import rnnkit.gcn  # noqa: F401
-    import rnnkit.generate  # noqa: F401
+    import rnnkit.language_model  # noqa: F401
     import rnnkit.runner  # noqa: F401
+    import rnnkit.sampling  # noqa: F401
+    import rnnkit.tasks  # noqa: F401
     from rnnkit.registry import default_registry
-    from rnnkit.tasks import task_types
 
     default_registry().load_all()  # entry points read and every model imported once, before the forks
-    task_types()
     _warm_up()
 
     plan = json.loads(plan_path.read_text())
@@ -755,11 +755,11 @@ def test_plugin_flags_refuse_anything_else(monkeypatch, name):
 
 def test_gcn_memory_is_estimated_for_every_implementation():
     from rnnkit.errors import UsageError
-    from rnnkit.gcn import GCNSpec, check_memory, estimate_memory
+    from rnnkit.gcn import GCNSpec, check_memory, impl_estimate
 
     spec = GCNSpec(impl="dense,pyg", hidden=16)
-    dense = estimate_memory(spec, "dense", nodes=100_000, edges=1_000_000, features=32, classes=4)
-    pyg = estimate_memory(spec, "pyg", nodes=100_000, edges=1_000_000, features=32, classes=4)
+    dense = impl_estimate(spec, "dense", nodes=100_000, edges=1_000_000, features=32, classes=4)
+    pyg = impl_estimate(spec, "pyg", nodes=100_000, edges=1_000_000, features=32, classes=4)
     assert dense.adjacency == 8e10 and pyg.adjacency == 0
     assert pyg.activations > dense.activations > 0  # messages along every edge
     assert 0 < pyg.total < 1e9 and pyg.graph == dense.graph

@@ -9,12 +9,13 @@ import torch
 
 from rnnkit.checkpoint import load_checkpoint
 from rnnkit.data.text import Vocabulary
-from rnnkit.generate import generate, load_language_model, next_ids
+from rnnkit.language_model import load_language_model
 from rnnkit.models.charlstm import CharLSTM, CharLSTMConfig, count_parameters
 from rnnkit.runner import RunInterrupted, train_run
+from rnnkit.sampling import Steppable, generate, next_ids
 from rnnkit.spec import resolve_spec
 from rnnkit.training import Trainer
-from tests.conftest import small_text
+from tests.helpers import small_text
 
 VOCAB = 11
 
@@ -171,9 +172,123 @@ def test_fast_generation_step_equals_forward(backend):
     torch.manual_seed(4)
     model = CharLSTM(VOCAB, CharLSTMConfig(embedding_size=6, hidden_size=10, layers=3, backend=backend)).eval()
     tokens = torch.randint(0, VOCAB, (3, 7))
-    logits, _ = model(tokens)  # (3, 7, vocab)
-    step = model.stepper()
-    hs = [torch.zeros(3, 10) for _ in range(3)]
-    cs = [torch.zeros(3, 10) for _ in range(3)]
-    for t in range(7):
-        torch.testing.assert_close(step(tokens[:, t], hs, cs), logits[:, t], rtol=1e-5, atol=1e-5)
+    with torch.inference_mode():
+        logits, (h, c) = model(tokens)  # (3, 7, vocab), each (layers, batch, hidden)
+        step = model.stepper()
+        zeros = torch.zeros(3, 3, 10)  # (layers, batch, hidden): the state forward starts from
+        start = state = (zeros, zeros.clone())
+        for t in range(7):
+            out, state = step(tokens[:, t], state)  # (3, vocab), the model's own (h, c)
+            torch.testing.assert_close(out, logits[:, t], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(state[0], h, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(state[1], c, rtol=1e-5, atol=1e-5)
+        assert torch.equal(start[0], zeros) and torch.equal(start[1], zeros)  # the state given is left as it was
+        torch.testing.assert_close(step(tokens[:, 0], start)[0], logits[:, 0], rtol=1e-5, atol=1e-5)
+
+
+class _ForwardOnly(torch.nn.Module):
+    """A char-lm model without a stepper: generation calls its forward one character at a time."""
+
+    def __init__(self, inner: CharLSTM) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, tokens, state=None):
+        return self.inner(tokens, state)
+
+
+def test_a_model_without_a_stepper_generates_the_same_text():
+    torch.manual_seed(5)
+    model = CharLSTM(VOCAB, CharLSTMConfig(embedding_size=6, hidden_size=16)).eval()
+    vocab = Vocabulary([chr(ord("a") + i) for i in range(VOCAB)])
+    plain = _ForwardOnly(model)
+    assert isinstance(model, Steppable) and not isinstance(plain, Steppable)
+    options = {"prompt": "abc", "length": 30, "temperature": 0}
+    assert generate(plain, vocab, **options) == generate(model, vocab, **options)
+
+
+class _WrongStepLSTM(CharLSTM):
+    """A stepper that forgets the carried state: right on the first step from zeros, wrong after."""
+
+    def stepper(self):
+        step = super().stepper()
+
+        def wrong(ids, state):
+            logits, new = step(ids, tuple(torch.zeros_like(s) for s in state))
+            return logits, new
+
+        return wrong
+
+
+class _InPlaceStepLSTM(CharLSTM):
+    """A stepper that changes the state it is given in place (the logits are right)."""
+
+    def stepper(self):
+        step = super().stepper()
+
+        def in_place(ids, state):
+            logits, new = step(ids, state)
+            state[1].mul_(0.5)
+            return logits, new
+
+        return in_place
+
+
+@pytest.mark.parametrize(
+    "model_class,message",
+    [
+        (_WrongStepLSTM, r"broken: stepper\(\) gives other logits than forward over the whole sequence at step 1"),
+        (_InPlaceStepLSTM, r"broken: stepper\(\) gives other logits from a state it was given before"),
+    ],
+    ids=["forgets-the-state", "changes-a-state-in-place"],
+)
+def test_the_checker_catches_a_broken_stepper(model_class, message):
+    from rnnkit.registry import ModelDef, Registry
+    from rnnkit.testing import check_model
+
+    registry = Registry()
+    registry.add(
+        ModelDef("broken", ("char-lm",), CharLSTMConfig, lambda config, *, vocab_size: model_class(vocab_size, config))
+    )
+    with pytest.raises(AssertionError, match=message):
+        check_model("broken", registry)
+
+
+def test_the_checker_runs_the_chargru_stepper(monkeypatch):
+    rnnkit_gru = pytest.importorskip("rnnkit_gru")
+    from rnnkit.testing import check_model
+
+    calls = []
+    original = rnnkit_gru.CharGRU.stepper
+
+    def counted(self):
+        step = original(self)
+
+        def counting(ids, state):
+            calls.append(tuple(ids.shape))
+            return step(ids, state)
+
+        return counting
+
+    monkeypatch.setattr(rnnkit_gru.CharGRU, "stepper", counted)
+    assert check_model("chargru") == ["char-lm"]
+    assert (2,) in calls and (1,) in calls  # the step-by-step comparison (batch 2) and generation (batch 1)
+
+
+def test_checkpoints_name_the_model_kind_old_ones_the_model_task(tmp_path):
+    import shutil
+
+    from rnnkit.errors import CheckpointError
+    from rnnkit.language_model import pretrained_path
+
+    shipped = json.loads((pretrained_path() / "meta.json").read_text())
+    assert shipped["model_kind"] == "char-lm" and "model_task" not in shipped
+    old = tmp_path / "old"
+    shutil.copytree(pretrained_path(), old)
+    meta = {("model_task" if k == "model_kind" else k): v for k, v in shipped.items()}
+    (old / "meta.json").write_text(json.dumps(meta))
+    model, vocab, loaded = load_language_model(old)  # written before rnnkit called it a kind
+    assert loaded["model_task"] == "char-lm" and len(vocab) == 88
+    (old / "meta.json").write_text(json.dumps({**meta, "model_kind": "sequence-classification"}))
+    with pytest.raises(CheckpointError, match="kind sequence-classification"):  # model_kind wins
+        load_language_model(old)

@@ -8,11 +8,9 @@ import subprocess
 import sys
 
 import pytest
-from typer.testing import CliRunner
 
-from rnnkit.cli import app
+from tests.helpers import assert_one_line_error, run
 
-runner = CliRunner()
 TINY = [
     "train.max_steps=20",
     "train.batch_size=16",
@@ -23,20 +21,6 @@ TINY = [
     "--device",
     "cpu",
 ]
-
-
-def run(*args: str):
-    return runner.invoke(app, list(args))
-
-
-def assert_one_line_error(result, code: int, *words: str) -> None:
-    assert result.exit_code == code, (result.exit_code, result.output)
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error:")
-    for word in words:
-        assert word in lines[0], (word, lines[0])
 
 
 def test_help_and_version():
@@ -94,11 +78,13 @@ def test_models_lists_builtins_with_parameter_counts():
     rows = {row["name"]: row for row in json.loads(result.stdout)}
     h, i, d = 128, 10, 10
     assert rows["lstm"]["parameters"] == 4 * h * (i + h + 1) + d * (h + 1)
-    assert rows["lstm"]["distribution"] == "rnnkit" and "sequence-classification" in rows["lstm"]["tasks"]
+    assert rows["lstm"]["distribution"] == "rnnkit" and "sequence-classification" in rows["lstm"]["kinds"]
+    assert rows["lstm"]["tasks"] == rows["lstm"]["kinds"]  # deprecated key, kept for one release
     small = json.loads(run("models", "--json", "-s", "hidden_size=4", "--input-size", "1").stdout)
     assert {r["name"]: r["parameters"] for r in small}["lstm"] == 4 * 4 * (1 + 4 + 1) + 10 * 5
     table = run("models")
     assert table.exit_code == 0 and "72,458" in table.stdout
+    assert "kinds" in table.stdout and "Christie vocabulary (88)" in table.stdout
 
 
 def test_sweep_end_to_end(tmp_path):
@@ -167,7 +153,7 @@ def test_bad_overrides(override, words):
     assert_one_line_error(run("train", "examples/palindrome-lstm.yaml", override), 2, *words)
 
 
-def test_model_without_the_task(monkeypatch):
+def test_model_of_another_kind(monkeypatch):
     from dataclasses import dataclass
 
     from rnnkit.registry import ModelDef, default_registry
@@ -179,7 +165,7 @@ def test_model_without_the_task(monkeypatch):
     default_registry().add(ModelDef("graph-only", ("node-classification",), Cfg, lambda c, **k: None))
     try:
         result = run("train", "examples/palindrome-lstm.yaml", "model.name=graph-only")
-        assert_one_line_error(result, 2, "does not support task 'sequence-classification'")
+        assert_one_line_error(result, 2, "model 'graph-only' is not a sequence-classification model")
     finally:
         del default_registry().entries["graph-only"]
 

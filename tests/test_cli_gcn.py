@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.test_cli import assert_one_line_error, run
+from tests.helpers import assert_one_line_error, run
 
 QUICK = ["--runs", "1", "--epochs", "5", "--device", "cpu", "--no-progress"]
 
@@ -46,7 +46,7 @@ def test_spec_file_with_overrides(tmp_path):
         (["--layers", "0"], 2, ["layers", "greater than 0"]),
         (["--hidden", "0"], 2, ["hidden", "greater than 0"]),
         (["--impl", "dense,nope"], 2, ["unknown implementation 'nope'", "Graph models: dense"]),
-        (["--impl", "lstm"], 2, ["does not support task 'node-classification'"]),
+        (["--impl", "lstm"], 2, ["model 'lstm' is not a node-classification model"]),
         (["--dataset", "synthetic", "--nodes", "100000", "--max-dense-gb", "1"], 2, ["GB", "--impl pyg"]),
     ],
 )

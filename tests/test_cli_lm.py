@@ -6,8 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import small_text
-from tests.test_cli import assert_one_line_error, run
+from tests.helpers import assert_one_line_error, run, small_text
 
 LM_ARGS = [
     "model.embedding_size=8",
@@ -167,7 +166,7 @@ def test_the_shipped_model_works_with_no_arguments():
 
 
 def test_shipped_model_writes_real_words():
-    from tests.conftest import SHARED_DATA
+    from tests.helpers import SHARED_DATA
 
     book = SHARED_DATA / "books" / "christie_styles.txt"
     if not book.is_file():
@@ -183,7 +182,7 @@ def test_shipped_model_writes_real_words():
 
 
 def test_text_option_and_resume_checks(tmp_path):
-    from tests.conftest import small_text
+    from tests.helpers import small_text
 
     corpus = small_text(tmp_path)
     result = run("train", "examples/christie.yaml", "--text", str(corpus), *LM_ARGS, "--out-dir", str(tmp_path))
@@ -209,7 +208,8 @@ def test_ascii_quotes_become_the_books_quotes():
 
 
 def test_the_stream_is_the_same_text_as_the_list():
-    from rnnkit.generate import generate, generate_stream, load_language_model
+    from rnnkit.language_model import load_language_model
+    from rnnkit.sampling import generate, generate_stream
 
     model, vocab, _ = load_language_model()
     texts = generate(model, vocab, prompt="Poirot", length=30, temperature=0.5, num=3, seed=4)
@@ -219,7 +219,8 @@ def test_the_stream_is_the_same_text_as_the_list():
 
 
 def test_sample_prints_what_generate_returns():
-    from rnnkit.generate import generate, load_language_model
+    from rnnkit.language_model import load_language_model
+    from rnnkit.sampling import generate
 
     model, vocab, _ = load_language_model()
     texts = generate(model, vocab, prompt="", length=40, temperature=1.0, num=3, seed=9)  # from a new line
@@ -268,8 +269,9 @@ def test_a_huge_prompt_file_is_refused_before_it_is_read(tmp_path):
 
 
 def test_a_long_prompt_is_fed_in_chunks(monkeypatch):
-    import rnnkit.generate as gen
-    from rnnkit.generate import generate, load_language_model
+    import rnnkit.sampling as gen
+    from rnnkit.language_model import load_language_model
+    from rnnkit.sampling import generate
 
     model, vocab, _ = load_language_model()
     prompt = "Poirot said that the little grey cells would find it. " * 3

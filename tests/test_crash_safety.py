@@ -21,7 +21,7 @@ from rnnkit.rundir import RunLock
 from rnnkit.runner import METRICS_FILE, train_run
 from rnnkit.spec import resolve_spec
 from rnnkit.sweep import SweepPlan, read_results, run_sweep
-from tests.conftest import tiny_spec
+from tests.helpers import tiny_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 DRIVER = ROOT / "tests" / "crash_driver.py"
@@ -76,18 +76,18 @@ def test_a_locked_run_is_refused_naming_its_owner(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(RunLockedError, match=rf"in use by process {holder.pid} on "):
-            train_run(resolve_spec(tiny_spec(train={"max_steps": 60})), run_dir, resume=True)
+            train_run(resolve_spec(tiny_spec({"train.max_steps": 60})), run_dir, resume=True)
     finally:
         holder.kill()
         holder.wait()
     # the lock died with its process: nothing to clean by hand
-    assert train_run(resolve_spec(tiny_spec(train={"max_steps": 60})), run_dir, resume=True)["steps"] == 60
+    assert train_run(resolve_spec(tiny_spec({"train.max_steps": 60})), run_dir, resume=True)["steps"] == 60
 
 
 def test_two_new_runs_of_one_name_get_two_directories(tmp_path):
     first = RunLock.try_acquire(tmp_path / "tiny")
     try:
-        meta = train_run(resolve_spec({**tiny_spec(), "out_dir": str(tmp_path)}))
+        meta = train_run(resolve_spec(tiny_spec({"out_dir": str(tmp_path)})))
     finally:
         first.release()
     assert meta["run_dir"] == str(tmp_path / "tiny-2")
@@ -95,7 +95,7 @@ def test_two_new_runs_of_one_name_get_two_directories(tmp_path):
 
 @pytest.mark.parametrize("damage", [b"", b"garbage, not a zip file", "truncate"])
 def test_a_damaged_trainer_state_is_one_clear_error(tmp_path, damage):
-    spec = resolve_spec(tiny_spec(train={"checkpoint_every": 10, "max_steps": 30}))
+    spec = resolve_spec(tiny_spec({"train.checkpoint_every": 10, "train.max_steps": 30}))
     run_dir = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         _interrupted_run(spec, run_dir, at_step=15)
@@ -111,7 +111,7 @@ def test_a_damaged_trainer_state_is_one_clear_error(tmp_path, damage):
 def test_a_checkpoint_copied_from_another_run_is_refused(tmp_path):
     import shutil
 
-    spec = resolve_spec(tiny_spec(train={"checkpoint_every": 10, "max_steps": 30}))
+    spec = resolve_spec(tiny_spec({"train.checkpoint_every": 10, "train.max_steps": 30}))
     for name in ("a", "b"):
         with pytest.raises(KeyboardInterrupt):
             _interrupted_run(spec, tmp_path / name, at_step=15)
@@ -124,7 +124,7 @@ def test_a_checkpoint_copied_from_another_run_is_refused(tmp_path):
 
 
 def test_a_partial_metrics_line_is_dropped_with_a_note(tmp_path):
-    spec = resolve_spec(tiny_spec(train={"checkpoint_every": 10, "max_steps": 30}))
+    spec = resolve_spec(tiny_spec({"train.checkpoint_every": 10, "train.max_steps": 30}))
     run_dir = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         _interrupted_run(spec, run_dir, at_step=15)
@@ -324,7 +324,9 @@ def test_a_sweep_rerun_with_other_settings_overwrites_nothing(tmp_path):
 
 
 def test_a_solved_run_is_not_trained_again_by_resume(tmp_path):
-    spec = resolve_spec(tiny_spec(train={"max_steps": 500, "early_stop": {"threshold": 0.3, "window": 5}}))
+    spec = resolve_spec(
+        tiny_spec({"train.max_steps": 500, "train.early_stop.threshold": 0.3, "train.early_stop.window": 5})
+    )
     meta = train_run(spec, tmp_path / "run")
     assert meta["status"] == "solved" and meta["steps"] < 500
     before = (tmp_path / "run" / CHECKPOINT_LINK / "model.safetensors").read_bytes()

@@ -10,7 +10,7 @@ from rnnkit.errors import TaskNotSupportedError, UsageError
 from rnnkit.gcn import GCNSpec, check_memory, compare, model_name
 from rnnkit.models.gcn_dense import DenseGCN, GCNConfig, count_parameters, normalized_adjacency
 from rnnkit.models.gcn_pyg import PygGCN, PygGCNConfig
-from tests.conftest import SHARED_DATA
+from tests.helpers import SHARED_DATA
 
 
 def _path_graph(n: int = 5) -> torch.Tensor:

@@ -51,3 +51,35 @@ def test_library_modules_do_not_import_the_cli():
         if not m.startswith(("rnnkit.cli", "rnnkit.__main__")) and any(d.startswith("rnnkit.cli") for d in deps)
     ]
     assert offenders == []
+
+
+def test_library_modules_import_rnnkit_at_the_top():
+    """A library module names what it depends on at its top, never inside a function (where an import
+    can hide a cycle). The command line may import lazily, to keep `rnnkit --help` quick."""
+    hidden = []
+    for path in PACKAGE.rglob("*.py"):
+        name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if name.startswith("rnnkit.cli"):
+            continue
+        for func in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(func):
+                modules = (
+                    [node.module or ""]
+                    if isinstance(node, ast.ImportFrom)
+                    else [a.name for a in node.names]
+                    if isinstance(node, ast.Import)
+                    else []
+                )
+                hidden += [f"{name}:{node.lineno} {m}" for m in modules if m.startswith("rnnkit")]
+    assert hidden == []
+
+
+def test_the_command_line_starts_without_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, rnnkit.cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

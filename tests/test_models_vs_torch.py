@@ -20,78 +20,68 @@ def _inputs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-def _torch_rnn(model: VanillaRNN) -> tuple[torch.nn.RNN, torch.nn.Linear]:
-    rnn = torch.nn.RNN(INPUT, HIDDEN, nonlinearity="tanh", batch_first=True).double()
+#: Per model kind: ours, torch's twin, and which of our parameters torch calls weight_ih, weight_hh and
+#: bias_ih (torch's bias_hh is zeroed: ours has one bias).
+TWINS = {
+    "rnn": (
+        lambda init: VanillaRNN(INPUT, HIDDEN, CLASSES),
+        lambda: torch.nn.RNN(INPUT, HIDDEN, nonlinearity="tanh", batch_first=True),
+        ("W_hx", "W_hh", "b_h"),
+    ),
+    "lstm": (
+        lambda init: LSTM(INPUT, HIDDEN, CLASSES, init=init),
+        lambda: torch.nn.LSTM(INPUT, HIDDEN, batch_first=True),
+        ("W_gx", "W_gh", "b_g"),
+    ),
+}
+
+
+def _torch_twin(kind: str, model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Linear]:
+    """torch's recurrent layer and a Linear head, in float64, with ``model``'s weights copied in."""
+    _, make_reference, (w_x, w_h, b) = TWINS[kind]
+    reference = make_reference().double()
     head = torch.nn.Linear(HIDDEN, CLASSES).double()
     with torch.no_grad():
-        rnn.weight_ih_l0.copy_(model.W_hx)
-        rnn.weight_hh_l0.copy_(model.W_hh)
-        rnn.bias_ih_l0.copy_(model.b_h)
-        rnn.bias_hh_l0.zero_()
+        reference.weight_ih_l0.copy_(getattr(model, w_x))
+        reference.weight_hh_l0.copy_(getattr(model, w_h))
+        reference.bias_ih_l0.copy_(getattr(model, b))
+        reference.bias_hh_l0.zero_()
         head.weight.copy_(model.W_ph)
         head.bias.copy_(model.b_p)
-    return rnn, head
+    return reference, head
 
 
-def _torch_lstm(model: LSTM) -> tuple[torch.nn.LSTM, torch.nn.Linear]:
-    lstm = torch.nn.LSTM(INPUT, HIDDEN, batch_first=True).double()
-    head = torch.nn.Linear(HIDDEN, CLASSES).double()
-    with torch.no_grad():
-        lstm.weight_ih_l0.copy_(model.W_gx)
-        lstm.weight_hh_l0.copy_(model.W_gh)
-        lstm.bias_ih_l0.copy_(model.b_g)
-        lstm.bias_hh_l0.zero_()
-        head.weight.copy_(model.W_ph)
-        head.bias.copy_(model.b_p)
-    return lstm, head
-
-
-def test_rnn_matches_torch_outputs_and_gradients():
+@pytest.mark.parametrize(
+    "kind,init,seed",
+    [("rnn", None, 0), ("lstm", "gers", 1), ("lstm", "torch", 1)],
+    ids=["rnn", "lstm-gers", "lstm-torch"],
+)
+def test_matches_torch_outputs_and_gradients(kind, init, seed):
+    make, _, (w_x, w_h, b) = TWINS[kind]
     torch.manual_seed(0)
-    model = VanillaRNN(INPUT, HIDDEN, CLASSES).double()
-    rnn, head = _torch_rnn(model)
-    x, y = _inputs()
+    model = make(init).double()
+    reference, head = _torch_twin(kind, model)
+    x, y = _inputs(seed)
     x_ours, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
 
     ours = model(x_ours)
-    ref = head(rnn(x_ref)[0][:, -1])
+    ref = head(reference(x_ref)[0][:, -1])
     torch.testing.assert_close(ours, ref)
 
     torch.nn.functional.cross_entropy(ours, y).backward()
     torch.nn.functional.cross_entropy(ref, y).backward()
-    torch.testing.assert_close(model.W_hx.grad, rnn.weight_ih_l0.grad)
-    torch.testing.assert_close(model.W_hh.grad, rnn.weight_hh_l0.grad)
-    torch.testing.assert_close(model.b_h.grad, rnn.bias_ih_l0.grad)
+    torch.testing.assert_close(getattr(model, w_x).grad, reference.weight_ih_l0.grad)
+    torch.testing.assert_close(getattr(model, w_h).grad, reference.weight_hh_l0.grad)
+    torch.testing.assert_close(getattr(model, b).grad, reference.bias_ih_l0.grad)
     torch.testing.assert_close(model.W_ph.grad, head.weight.grad)
     torch.testing.assert_close(model.b_p.grad, head.bias.grad)
-    torch.testing.assert_close(x_ours.grad, x_ref.grad)
-
-
-@pytest.mark.parametrize("init", ["gers", "torch"])
-def test_lstm_matches_torch_outputs_and_gradients(init):
-    torch.manual_seed(0)
-    model = LSTM(INPUT, HIDDEN, CLASSES, init=init).double()
-    lstm, head = _torch_lstm(model)
-    x, y = _inputs(1)
-    x_ours, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
-
-    ours = model(x_ours)
-    ref = head(lstm(x_ref)[0][:, -1])
-    torch.testing.assert_close(ours, ref)
-
-    torch.nn.functional.cross_entropy(ours, y).backward()
-    torch.nn.functional.cross_entropy(ref, y).backward()
-    torch.testing.assert_close(model.W_gx.grad, lstm.weight_ih_l0.grad)
-    torch.testing.assert_close(model.W_gh.grad, lstm.weight_hh_l0.grad)
-    torch.testing.assert_close(model.b_g.grad, lstm.bias_ih_l0.grad)
-    torch.testing.assert_close(model.W_ph.grad, head.weight.grad)
     torch.testing.assert_close(x_ours.grad, x_ref.grad)
 
 
 def test_lstm_hidden_state_matches_torch_with_initial_state():
     torch.manual_seed(0)
     model = LSTM(INPUT, HIDDEN, CLASSES).double()
-    lstm, _ = _torch_lstm(model)
+    lstm, _ = _torch_twin("lstm", model)
     x, _ = _inputs(2)
     h0 = torch.randn(BATCH, HIDDEN, dtype=torch.float64)
     c0 = torch.randn(BATCH, HIDDEN, dtype=torch.float64)
@@ -110,18 +100,20 @@ def test_gers_init_sets_forget_bias_only():
     assert torch_init.b_g.detach().abs().max() <= 1 / HIDDEN**0.5
 
 
-@pytest.mark.parametrize("i,h,d", [(10, 128, 10), (1, 128, 10), (7, 3, 2)])
-def test_lstm_parameter_count_formula(i, h, d):
-    model = LSTM(i, h, d)
+@pytest.mark.parametrize(
+    "kind,i,h,d", [("lstm", 10, 128, 10), ("lstm", 1, 128, 10), ("lstm", 7, 3, 2), ("rnn", 10, 32, 10)]
+)
+def test_parameter_count_formula(kind, i, h, d):
+    """``gates * h * (i + h + 1)`` for the recurrence (one gate for the RNN, four for the LSTM) plus
+    ``d * (h + 1)`` for the output layer; the registry's count_parameters agrees without building one."""
+    model, config, count, gates = {
+        "rnn": (VanillaRNN(i, h, d), RNNConfig(hidden_size=h), rnn_count, 1),
+        "lstm": (LSTM(i, h, d), LSTMConfig(hidden_size=h), lstm_count, 4),
+    }[kind]
     counted = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    assert counted == 4 * h * (i + h + 1) + d * (h + 1)
-    assert lstm_count(LSTMConfig(hidden_size=h), input_size=i, num_classes=d) == counted
-
-
-def test_rnn_parameter_count_formula():
-    model = VanillaRNN(10, 32, 10)
-    counted = sum(p.numel() for p in model.parameters())
-    assert rnn_count(RNNConfig(hidden_size=32), input_size=10, num_classes=10) == counted == 32 * 43 + 10 * 33
+    assert counted == sum(p.numel() for p in model.parameters())
+    assert counted == gates * h * (i + h + 1) + d * (h + 1)
+    assert count(config, input_size=i, num_classes=d) == counted
 
 
 def test_models_use_no_torch_recurrent_layers():

@@ -23,8 +23,7 @@ import torch
 from rnnkit.data import planetoid
 from rnnkit.data.graphs import load_graph
 from rnnkit.errors import RunError, UsageError
-from tests.conftest import SHARED_DATA
-from tests.test_cli import assert_one_line_error, run
+from tests.helpers import SHARED_DATA, assert_one_line_error, run
 
 REPO = Path(__file__).resolve().parents[1]
 CORA_RAW = SHARED_DATA / "planetoid" / "Cora" / "raw"
@@ -341,7 +340,7 @@ def test_an_unwritable_cache_is_skipped(tmp_path, monkeypatch, cache):
     def refuse(path, data):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("rnnkit.checkpoint.atomic_write_bytes", refuse)
+    monkeypatch.setattr("rnnkit.data.planetoid.atomic_write_bytes", refuse)
     graph = load_graph("cora", data_dir=write_set(tmp_path, planetoid_files()))
     assert graph.num_nodes == 600 and not list(cache.glob("*.safetensors"))
 

@@ -38,6 +38,16 @@ def _docs_example(target: Path) -> Path:
     return package
 
 
+def test_the_docs_document_every_model_kind():
+    from rnnkit.kinds import KINDS
+
+    page = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
+    rows = {line.split("|")[1].strip(" `"): line for line in page.splitlines() if line.startswith("| `")}
+    for name, kind in KINDS.items():
+        assert name in rows, f"docs/plugins.md has no row for the model kind {name}"
+        assert all(f"`{dim}`" in rows[name] for dim in kind.dims), rows[name]
+
+
 CLASH_TOML = """[build-system]
 requires = ["setuptools>=68"]
 build-backend = "setuptools.build_meta"
@@ -211,6 +221,6 @@ def test_repository_plugins_are_listed():
     pytest.importorskip("rnnkit_gru")
     pytest.importorskip("rnnkit_graphsage")
     rows = {r["name"]: r for r in json.loads(_rnnkit("models", "--json").stdout) if r["status"] == "ok"}
-    assert rows["gru"]["distribution"] == "rnnkit-gru" and rows["chargru"]["tasks"] == ["char-lm"]
+    assert rows["gru"]["distribution"] == "rnnkit-gru" and rows["chargru"]["kinds"] == ["char-lm"]
     assert rows["graphsage"]["distribution"] == "rnnkit-graphsage"
     assert rows["gru"]["parameters"] == 3 * 128 * (10 + 128 + 2) + 10 * 129

@@ -20,7 +20,7 @@ from rnnkit.cli.common import one_line
 from rnnkit.errors import UsageError
 from rnnkit.spec import RunSpec, apply_overrides, load_spec, parse_override, resolve_spec
 from rnnkit.sweep import parse_lengths
-from tests.conftest import tiny_spec
+from tests.helpers import tiny_spec
 
 SETTINGS = settings(
     max_examples=int(os.environ.get("RNNKIT_PROPERTY_EXAMPLES", "150")),

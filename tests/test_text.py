@@ -20,7 +20,7 @@ from rnnkit.data.text import (
 )
 from rnnkit.data.text_task import TextTask
 from rnnkit.errors import RunError, UsageError
-from tests.conftest import SHARED_DATA, small_text
+from tests.helpers import SHARED_DATA, small_text
 
 
 def test_clean_text_drops_bom_and_crlf():

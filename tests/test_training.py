@@ -8,8 +8,9 @@ import torch
 from rnnkit.checkpoint import load_checkpoint
 from rnnkit.runner import RunInterrupted, train_run
 from rnnkit.spec import resolve_spec
+from rnnkit.task import Task
 from rnnkit.training import Trainer, make_optimizer, make_scheduler
-from tests.conftest import tiny_spec
+from tests.helpers import tiny_spec
 
 
 def test_lstm_learns_short_palindromes_and_stops_early(tmp_path):
@@ -114,16 +115,13 @@ def test_step_schedule_decays_the_lr():
 def test_gradient_clipping_bounds_the_update():
     spec = resolve_spec(tiny_spec(), ["train.optimizer=sgd", "train.lr=1.0", "train.max_norm=0.5"])
 
-    class Huge:
-        def train_batch(self, n):
-            return torch.zeros(1), torch.zeros(1)
-
+    class Huge(StubTask):
         def loss_and_correct(self, model, x, y):
             return (model.w * 1000).sum(), torch.tensor(0)
 
     model = torch.nn.Module()
     model.w = torch.nn.Parameter(torch.zeros(4))
-    trainer = Trainer(model, Huge(), spec.train)
+    trainer = Trainer(model, Huge(None, torch.device("cpu"), 0), spec.train)
     _, _, norm = trainer.train_step()
     assert norm == pytest.approx(2000.0)
     assert model.w.detach().norm().item() == pytest.approx(0.5)
@@ -132,23 +130,39 @@ def test_gradient_clipping_bounds_the_update():
 def test_a_diverging_run_stops_and_says_so():
     spec = resolve_spec(tiny_spec(), ["train.max_steps=50", "train.early_stop.threshold=0"])
 
-    class Exploding:
-        def train_batch(self, n):
-            return torch.zeros(1), torch.zeros(1)
-
+    class Exploding(StubTask):
         def loss_and_correct(self, model, x, y):
             return model.w.sum() * float("nan"), torch.tensor(0)
 
-        def evaluate(self, model, batch_size, batches):
-            return {"loss": float("nan"), "accuracy": 0.0}
-
-        def rng_state(self):
-            return {}
-
-        def set_rng_state(self, state):
-            pass
-
     model = torch.nn.Module()
     model.w = torch.nn.Parameter(torch.ones(3))
-    result = Trainer(model, Exploding(), spec.train).run()
+    result = Trainer(model, Exploding(None, torch.device("cpu"), 0), spec.train).run()
     assert result.status == "diverged" and result.steps == 1
+
+
+class StubTask(Task):
+    """A task of one constant sample; tests override ``loss_and_correct``."""
+
+    name, kind, config_type = "stub", "sequence-classification", object
+
+    def __init__(self, config, device, seed):
+        self.device = device
+
+    @property
+    def dims(self):
+        return {}
+
+    def train_batch(self, batch_size):
+        return torch.zeros(1), torch.zeros(1)
+
+    def loss_and_correct(self, model, x, y):
+        raise NotImplementedError
+
+    def evaluate(self, model, batch_size, batches):
+        return {"loss": float("nan"), "accuracy": 0.0}
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass

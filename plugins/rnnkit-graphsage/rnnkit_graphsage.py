@@ -51,7 +51,7 @@ def count_parameters(config: GraphSAGEConfig, *, num_features: int, num_classes:
 MODEL = ModelDef(
     name="graphsage",
     description="GraphSAGE on torch_geometric.nn.SAGEConv (plugin rnnkit-graphsage)",
-    tasks=("node-classification",),
+    kinds=("node-classification",),
     config=GraphSAGEConfig,
     build=build,
     count_parameters=count_parameters,

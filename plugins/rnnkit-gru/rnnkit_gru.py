@@ -8,12 +8,14 @@
 The three gates are stacked (r, z, n) in one input matmul for all steps and one hidden matmul per
 step, in torch.nn.GRU's layout (weights copy across). ``gru`` reads the last hidden state out for
 sequence classification (the palindrome task); ``chargru`` is a character language model
-(embedding -> GRU layers -> head) whose state is carried through generation.
+(embedding -> GRU layers -> head) whose state h (layers, batch, hidden) is carried through
+generation, with a fast one-step function for it (``CharGRU.stepper``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -98,7 +100,7 @@ def count_gru(config: GRUConfig, *, input_size: int, num_classes: int) -> int:
 GRU_MODEL = ModelDef(
     name="gru",
     description="GRU from its equations (plugin rnnkit-gru)",
-    tasks=("sequence-classification",),
+    kinds=("sequence-classification",),
     config=GRUConfig,
     build=build_gru,
     count_parameters=count_gru,
@@ -133,6 +135,34 @@ class CharGRU(nn.Module):
             last.append(h)
         return self.head(x), torch.stack(last)  # (batch, seq, vocab), (layers, batch, hidden)
 
+    def stepper(self) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """A function for generation (rnnkit's optional stepper contract, see rnnkit.sampling.Steppable):
+        ``step(ids (batch,), h (layers, batch, hidden)) -> (logits (batch, vocab), new h)``, the state
+        being the one ``forward`` takes and returns. The same cells as ``forward``, without the
+        embedding lookup, the stacking over time and the module calls: the first layer's input
+        projection of every character is precomputed as a (vocab, 3h) table. Build a new one after
+        the weights change.
+        """
+        with torch.no_grad():
+            first = self.layers[0]
+            table = torch.addmm(first.b_x, self.embed.weight, first.W_x.t())  # (vocab, 3h)
+            w_x = [layer.W_x.detach().t() for layer in self.layers]  # (in, 3h)
+            b_x = [layer.b_x.detach() for layer in self.layers]  # (3h,)
+            w_h = [layer.W_h.detach().t().contiguous() for layer in self.layers]  # (h, 3h)
+            b_h = [layer.b_h.detach() for layer in self.layers]  # (3h,)
+            head_w, head_b = self.head.weight.detach().t().contiguous(), self.head.bias.detach()  # (h, vocab)
+
+        def step(ids: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            x_proj = torch.index_select(table, 0, ids)  # (batch, 3h)
+            hs: list[torch.Tensor] = []
+            for k, h in enumerate(state.unbind(0)):  # h: (batch, hidden)
+                if k:
+                    x_proj = torch.addmm(b_x[k], hs[-1], w_x[k])  # (batch, 3h)
+                hs.append(gru_cell(x_proj, h, w_h[k], b_h[k]))
+            return torch.addmm(head_b, hs[-1], head_w), torch.stack(hs)  # (batch, vocab), (layers, batch, hidden)
+
+        return step
+
 
 def build_chargru(config: CharGRUConfig, *, vocab_size: int) -> CharGRU:
     return CharGRU(vocab_size, config)
@@ -147,7 +177,7 @@ def count_chargru(config: CharGRUConfig, *, vocab_size: int) -> int:
 CHARGRU_MODEL = ModelDef(
     name="chargru",
     description="Character language model with a from-scratch GRU core (plugin rnnkit-gru)",
-    tasks=("char-lm",),
+    kinds=("char-lm",),
     config=CharGRUConfig,
     build=build_chargru,
     count_parameters=count_chargru,

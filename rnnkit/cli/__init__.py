@@ -11,13 +11,13 @@ import typer
 from typer.core import TyperGroup
 from typer.exceptions import Abort, TyperException
 
-from rnnkit import __version__
 from rnnkit.cli.gcn import gcn
 from rnnkit.cli.generate import complete, sample
 from rnnkit.cli.models import models
 from rnnkit.cli.plot import plot
 from rnnkit.cli.sweep import sweep
 from rnnkit.cli.train import train
+from rnnkit.version import __version__
 
 
 class OneLineErrors(TyperGroup):

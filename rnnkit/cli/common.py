@@ -25,6 +25,11 @@ out_console = Console(highlight=False, soft_wrap=True)
 EXIT_INTERRUPTED = 130
 
 
+def set_option(help_text: str) -> Any:
+    """The repeatable ``-s/--set key=value`` option (one definition for every command that takes it)."""
+    return typer.Option(None, "--set", "-s", help=help_text, show_default=False)
+
+
 def fail(message: str, code: int) -> typer.Exit:
     err_console.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
     return typer.Exit(code)

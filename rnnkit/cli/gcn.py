@@ -1,4 +1,4 @@
-"""`rnnkit gcn --dataset cora --impl dense,pyg`"""
+"""`rnnkit gcn --dataset cora --impl dense,pyg`: compare GCN implementations on one graph, as a table."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from rnnkit.cli.common import err_console, handle_errors, out_console, report_plugin_failures
+from rnnkit.data.datasets import DATASETS
 
 
 @handle_errors
@@ -16,7 +17,7 @@ def gcn(
         None, help="Optional YAML spec (e.g. examples/gcn-cora.yaml); options override it.", show_default=False
     ),
     dataset: str = typer.Option(
-        None, help="karate, cora, citeseer, pubmed or synthetic [default: cora].", show_default=False
+        None, help=f"{', '.join(DATASETS[:-1])} or {DATASETS[-1]} [default: cora].", show_default=False
     ),
     impl: str = typer.Option(
         None,
@@ -54,7 +55,10 @@ def gcn(
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
 ) -> None:
-    """Train GCN implementations on one graph and compare accuracy, speed and memory side by side."""
+    """Train GCN implementations on one graph and compare accuracy, speed and memory side by side.
+
+    Every run is a normal run directory under --out (dense-s0, pyg-s0, ...): plot it, resume it,
+    sample its metrics like any run of `rnnkit train`."""
     from rnnkit.gcn import check_comparison, compare, load_gcn_spec
     from rnnkit.progress import CountProgress
 

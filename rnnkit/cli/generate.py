@@ -1,4 +1,4 @@
-"""`rnnkit sample CHECKPOINT` and `rnnkit complete "Poirot said"`"""
+"""`rnnkit sample CHECKPOINT` and `rnnkit complete "Poirot said"`: character LM text streamed to stdout."""
 
 from __future__ import annotations
 
@@ -10,20 +10,21 @@ from typing import Any
 import typer
 
 from rnnkit.cli.common import handle_errors, warn
+from rnnkit.errors import UsageError
 
 DEVICE_HELP = "auto, cpu or cuda (default: cpu; a GPU-trained checkpoint samples on the CPU)."
 
 
 def _load(checkpoint: Path | None, backend: str | None, device: str):  # noqa: ANN202
-    from rnnkit.generate import load_language_model
+    # torch-heavy modules are imported when a command runs, so that `rnnkit --help` stays fast
+    from rnnkit.language_model import load_language_model
     from rnnkit.runner import resolve_device
 
     return load_language_model(checkpoint, backend=backend, device=str(resolve_device(device)))
 
 
 def _prompt(vocab: object, text: str, drop_unknown: bool, *, required: bool = False) -> list[int]:
-    from rnnkit.errors import UsageError
-    from rnnkit.generate import prompt_ids
+    from rnnkit.sampling import prompt_ids
 
     ids, dropped = prompt_ids(vocab, text, drop_unknown=drop_unknown)  # type: ignore[arg-type]
     if required and not ids:
@@ -34,7 +35,7 @@ def _prompt(vocab: object, text: str, drop_unknown: bool, *, required: bool = Fa
 
 
 #: Largest --prompt-file read (refused before it is read); the prompt is also at most
-#: rnnkit.generate.MAX_PROMPT_CHARS characters.
+#: rnnkit.sampling.MAX_PROMPT_CHARS characters.
 MAX_PROMPT_FILE_BYTES = 1_000_000
 #: Seeds are what torch.manual_seed takes (the same bound as a run spec's ``seed``).
 MAX_SEED = 2**63 - 1
@@ -70,7 +71,7 @@ def _stream(writer: _Writer, model: Any, vocab: Any, *, head: str, table: bool, 
     generated, the others (generated in the same batch) when it is done."""
     import torch
 
-    from rnnkit.generate import generate_ids
+    from rnnkit.sampling import generate_ids
 
     def shown(text: str) -> str:
         return text.replace("\n", " ") if table else text
@@ -115,8 +116,7 @@ def sample(
     device: str = typer.Option("cpu", help=DEVICE_HELP),
 ) -> None:
     """Generate text from a character language model; the text goes to stdout as it is generated."""
-    from rnnkit.errors import UsageError
-    from rnnkit.generate import check_sampling, check_sizes
+    from rnnkit.sampling import check_sampling, check_sizes
 
     check_sizes(length=length, num=num, prompt_chars=len(start))
     temps = [temperature]
@@ -161,10 +161,9 @@ def complete(
     backend: str = typer.Option(None, help="torch or scratch (default: the checkpoint's).", show_default=False),
     device: str = typer.Option("cpu", help=DEVICE_HELP),
 ) -> None:
-    """Continue a prompt: fed once, then (h, c) carried on; the text goes to stdout as it is generated."""
+    """Continue a prompt: fed once, then the model's state carried on; the text goes to stdout as it is generated."""
     from rnnkit.data.text import clean_text, read_text_file
-    from rnnkit.errors import UsageError
-    from rnnkit.generate import check_sampling, check_sizes
+    from rnnkit.sampling import check_sampling, check_sizes
 
     check_sizes(length=length)
     if prompt_file is not None:

@@ -1,4 +1,4 @@
-"""`rnnkit models`"""
+"""`rnnkit models`: every registered model with its kinds, provider and parameter count (table or JSON)."""
 
 from __future__ import annotations
 
@@ -6,24 +6,20 @@ import json
 
 import typer
 
-from rnnkit.cli.common import handle_errors, out_console, report_plugin_failures
+from rnnkit.cli.common import handle_errors, out_console, report_plugin_failures, set_option
 
 
 @handle_errors
 def models(
-    settings: list[str] = typer.Option(
-        None,
-        "--set",
-        "-s",
-        help="Config value for the parameter count, e.g. -s hidden_size=64 (applied to models that have the key).",
-        show_default=False,
+    settings: list[str] = set_option(
+        "Config value for the parameter count, e.g. -s hidden_size=64 (applied to models that have the key)."
     ),
     input_size: int = typer.Option(10, help="Input size for the count (palindromes: 10 one-hot, 1 scalar).", min=1),
     num_classes: int = typer.Option(10, help="Number of classes for the count.", min=1),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """List every registered model: name, tasks, provider, and parameter count for a config."""
-    from rnnkit.models_table import list_models
+    """List every registered model: name, model kinds, provider, and parameter count for a config."""
+    from rnnkit.models_table import count_dims, dims_caption, list_models
 
     rows = list_models(settings or [], input_size=input_size, num_classes=num_classes)
     report_plugin_failures()
@@ -32,13 +28,10 @@ def models(
     else:
         from rich.table import Table
 
-        table = Table(
-            title="rnnkit models",
-            caption=f"parameters: palindromes with input {input_size} and {num_classes} classes; character "
-            "models with the Christie vocabulary (88); graph models on Cora (1,433 features, 7 classes)",
-        )
+        caption = dims_caption(count_dims(input_size=input_size, num_classes=num_classes))
+        table = Table(title="rnnkit models", caption=caption)
         table.add_column("name", no_wrap=True)
-        table.add_column("tasks")
+        table.add_column("kinds")
         table.add_column("provided by", no_wrap=True)
         table.add_column("parameters", justify="right", no_wrap=True)
         table.add_column("config")
@@ -55,6 +48,6 @@ def models(
             config = ", ".join(f"{k}={v}" for k, v in row["config"].items())
             params = f"{row['parameters']:,}" if row["parameters"] is not None else "-"
             table.add_row(
-                row["name"], ", ".join(row["tasks"]), f"{row['distribution']} {row['version']}", params, config
+                row["name"], ", ".join(row["kinds"]), f"{row['distribution']} {row['version']}", params, config
             )
         out_console.print(table)

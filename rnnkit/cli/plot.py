@@ -1,4 +1,4 @@
-"""`rnnkit plot PATH`"""
+"""`rnnkit plot PATH`: the figure of a sweep, a run or a GCN comparison, written to a file."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`rnnkit sweep --lengths 5-35`"""
+"""`rnnkit sweep --lengths 5-35`: a palindrome sweep run, summarised as a table and a figure."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from rnnkit.cli.common import err_console, handle_errors, out_console, report_plugin_failures
+from rnnkit.cli.common import err_console, handle_errors, out_console, report_plugin_failures, set_option
 
 
 @handle_errors
@@ -27,13 +27,7 @@ def sweep(
         None, help="Runs in parallel, each in its own process [default: CPU count].", show_default=False
     ),
     out: Path = typer.Option(None, help="Sweep directory [default: runs/sweep-palindrome].", show_default=False),
-    settings: list[str] = typer.Option(
-        None,
-        "--set",
-        "-s",
-        help="Override for every run, e.g. -s train.optimizer=adam (repeatable).",
-        show_default=False,
-    ),
+    settings: list[str] = set_option("Override for every run, e.g. -s train.optimizer=adam (repeatable)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
 ) -> None:
     """Train every model at every palindrome length; results.csv, a summary table and the figure.

@@ -1,4 +1,4 @@
-"""`rnnkit train SPEC.yaml [key.sub=value ...]` and `rnnkit train --resume RUN_DIR`"""
+"""`rnnkit train SPEC.yaml [key.sub=value ...]` and `rnnkit train --resume RUN_DIR`: one training run."""
 
 from __future__ import annotations
 
@@ -8,27 +8,7 @@ from typing import Any
 
 import typer
 
-from rnnkit.cli.common import err_console, handle_errors, out_console, report_plugin_failures
-
-
-class ConsoleReporter:
-    """Training callback for the terminal: the run's first line, and each training sample on stderr
-    (like the reference's "Step 08K/40K: ...")."""
-
-    def __init__(self, max_steps: int) -> None:
-        self.max_steps = max_steps
-
-    def on_start(self, spec: object, run_dir: Path, resume: bool) -> None:
-        verb = "resuming" if resume else "training"
-        err_console.print(f"{verb} [bold]{spec.model_name}[/] on {spec.task_name} -> {run_dir}")  # type: ignore[attr-defined]
-
-    def on_sample(self, step: int, text: str) -> None:
-        shown = text.replace("\n", "\\n")
-        if self.max_steps >= 1000:
-            where = f"Step {step // 1000:02d}K/{self.max_steps // 1000}K"
-        else:
-            where = f"Step {step}/{self.max_steps}"
-        err_console.print(f"{where}: {shown}", markup=False, highlight=False)
+from rnnkit.cli.common import handle_errors, out_console, report_plugin_failures
 
 
 @handle_errors
@@ -65,6 +45,7 @@ def train(
 ) -> None:
     """Train a model from a run spec into runs/<name>/ (config, metrics.jsonl, weights); Ctrl-C saves."""
     from rnnkit.errors import UsageError
+    from rnnkit.progress import TrainingReport
     from rnnkit.runner import CONFIG_FILE, train_run
     from rnnkit.spec import load_spec
 
@@ -96,10 +77,15 @@ def train(
         progress=progress,
         resume=resume is not None,
         threads=threads,
-        callbacks=[ConsoleReporter(resolved.train.max_steps)],
+        callbacks=[TrainingReport(resolved.train.max_steps)],
     )
     final = meta.get("final_metrics") or {}
-    extra_metrics = "".join(f", validation {k} {v:.3f}" for k, v in final.items() if k not in ("loss", "accuracy"))
+    # the task's own metrics: bpc for text (on the validation text), test accuracies for graphs
+    extra_metrics = "".join(
+        f", {k if k.startswith('test') else 'validation ' + k} {v:.3f}"
+        for k, v in final.items()
+        if k not in ("loss", "accuracy")
+    )
     typer.echo(
         f"{meta['run_dir']}: {meta['status']} after {meta['steps']} steps, final accuracy {meta['final_accuracy']:.3f} "
         f"(best {meta['best_accuracy']:.3f}){extra_metrics}, {meta['seconds']:.1f}s"

@@ -6,7 +6,8 @@ for under ``data_dir`` / ``$RNNKIT_DATA_DIR`` (``planetoid/<Name>/raw/`` or ``<N
 local copy they are downloaded into the cache folder. They are pickles, so ``rnnkit.data.planetoid``
 reads them with a restricted unpickler (never torch-geometric's ``Planetoid``, which unpickles them and
 its processed cache freely) and caches the built tensors as safetensors. torch-geometric is imported
-only here, for the karate club, so ``rnnkit --help`` stays fast.
+only inside the karate club's loader (rnnkit's data code uses it nowhere else), so ``rnnkit --help``
+stays fast.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from pathlib import Path
 
 import torch
 
+from rnnkit.data import planetoid
+from rnnkit.data.datasets import DATASETS, PLANETOID
+from rnnkit.data.text import cache_dir
 from rnnkit.errors import RunError, UsageError
 
-PLANETOID = {"cora": "Cora", "citeseer": "CiteSeer", "pubmed": "PubMed"}
 PLANETOID_FILES = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
-DATASETS = ("karate", *PLANETOID, "synthetic")
 
 
 @dataclass
@@ -96,8 +98,6 @@ def _karate() -> Graph:
 
 
 def _cache_root() -> Path:
-    from rnnkit.data.text import cache_dir
-
     return cache_dir() / "planetoid"
 
 
@@ -118,8 +118,6 @@ def _data_roots(data_dir: str | Path | None) -> list[Path]:
 
 
 def _planetoid(name: str, data_dir: str | Path | None) -> Graph:
-    from rnnkit.data import planetoid
-
     folder = PLANETOID[name]
     roots = _data_roots(data_dir)
     local = next(

@@ -15,6 +15,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from rnnkit.task import Task
+
 NUM_DIGITS = 10
 
 
@@ -42,11 +44,12 @@ def encode_digits(digits: torch.Tensor, encoding: str) -> torch.Tensor:
     return digits.unsqueeze(-1).float()
 
 
-class PalindromeTask:
+class PalindromeTask(Task):
     """Fresh batches of (inputs, last digit) and the last-step cross-entropy and accuracy."""
 
     name = "palindrome"
-    model_task = "sequence-classification"
+    kind = "sequence-classification"
+    config_type = PalindromeConfig
 
     def __init__(self, config: PalindromeConfig, device: torch.device, seed: int) -> None:
         self.config = config
@@ -54,10 +57,10 @@ class PalindromeTask:
         self.train_generator = torch.Generator().manual_seed(seed)
         self.eval_generator = torch.Generator().manual_seed(seed + 1_000_003)
 
-    def rng_state(self) -> dict[str, torch.Tensor]:
+    def state_dict(self) -> dict[str, torch.Tensor]:
         return {"train": self.train_generator.get_state(), "eval": self.eval_generator.get_state()}
 
-    def set_rng_state(self, state: dict[str, torch.Tensor]) -> None:
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.train_generator.set_state(state["train"])
         self.eval_generator.set_state(state["eval"])
 
@@ -75,8 +78,9 @@ class PalindromeTask:
     def train_batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.batch(batch_size, self.train_generator)
 
-    @staticmethod
-    def loss_and_correct(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss_and_correct(
+        self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy of the last-step prediction and the number of correct predictions."""
         logits = model(x)  # (batch, classes)
         loss = F.cross_entropy(logits, y)

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rnnkit.checkpoint import atomic_write_bytes
 from rnnkit.errors import RunError
 
 PARTS = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
@@ -373,8 +374,6 @@ def write_cache(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     """Save ``tensors`` to ``path`` as safetensors, atomically; a cache that cannot be written is skipped."""
     from safetensors.torch import save
 
-    from rnnkit.checkpoint import atomic_write_bytes
-
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, save({k: v.contiguous() for k, v in tensors.items()}, {"format": CACHE_FORMAT}))
@@ -407,8 +406,6 @@ def fetch(url: str) -> bytes:
 def download(name: str, raw_dir: Path) -> None:
     """Download the ``name`` files missing from ``raw_dir`` from Planetoid's repository (the URL
     torch-geometric uses). They are read with the same restricted unpickler as local files."""
-    from rnnkit.checkpoint import atomic_write_bytes
-
     for part in PARTS:
         target = raw_dir / f"ind.{name}.{part}"
         if target.is_file():

@@ -1,5 +1,5 @@
-"""Character corpora: load a UTF-8 text (or the named ``christie`` corpus), build its vocabulary,
-and serve random training windows and a validation stream.
+"""Character corpora: load a UTF-8 text (or the named ``christie`` corpus) and build its vocabulary.
+The training windows and the validation stream are the text task's (``rnnkit.data.text_task``).
 
 The named corpus ``christie`` is Project Gutenberg ebook #863, Agatha Christie's *The Mysterious
 Affair at Styles*. A local copy is looked for first (``data_dir`` or ``$RNNKIT_DATA_DIR``, as
@@ -17,6 +17,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rnnkit.checkpoint import atomic_write_text
 from rnnkit.errors import RunError, UsageError
 
 CHRISTIE_FILE = "christie_styles.txt"
@@ -35,7 +36,7 @@ class TextConfig:
     corpus: str = "christie"  # a named corpus; ignored when `text` is given
     text: str = ""  # path to any UTF-8 text file
     data_dir: str = ""  # where named corpora are looked for first (else $RNNKIT_DATA_DIR)
-    # characters of back-propagation through time per window (the reference uses 30; 10,000 is far past any use)
+    # characters of back-propagation through time per window (30 by default; 10,000 is far past any use)
     seq_len: int = field(default=30, metadata={"gt": 0, "le": 10_000})
     val_fraction: float = field(default=0.1, metadata={"gt": 0, "lt": 1})
 
@@ -116,8 +117,6 @@ def christie_text(data_dir: str | Path | None = None) -> str:
 
 
 def _download_christie(target: Path) -> str:
-    from rnnkit.checkpoint import atomic_write_text
-
     errors = []
     for url in CHRISTIE_URLS:
         try:

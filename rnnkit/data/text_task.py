@@ -9,16 +9,22 @@ held-out tail as ``batch_size`` contiguous streams, carrying the LSTM state acro
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from rnnkit.data.text import TextConfig, Vocabulary, load_corpus
+from rnnkit.sampling import generate
+from rnnkit.task import Task
 
 
-class TextTask:
+class TextTask(Task):
+    """Character windows of a corpus for a char-lm model; validation on the held-out tail."""
+
     name = "text"
-    model_task = "char-lm"
+    kind = "char-lm"
+    config_type = TextConfig
 
     def __init__(self, config: TextConfig, device: torch.device, seed: int) -> None:
         self.config = config
@@ -36,18 +42,18 @@ class TextTask:
     def dims(self) -> dict[str, int]:
         return {"vocab_size": len(self.vocab)}
 
-    def meta(self) -> dict[str, object]:
+    def meta(self) -> dict[str, Any]:
         """Saved with every checkpoint: the vocabulary and the split sizes."""
         return {"vocabulary": self.vocab.chars, "train_chars": len(self.train_data), "val_chars": len(self.val_data)}
 
-    def units_per_step(self, batch_size: int) -> tuple[str, int]:
+    def units_per_step(self, batch_size: int) -> tuple[str, int] | None:
         """Progress counts characters: ``batch_size`` windows of ``seq_len`` per step."""
         return "chars", batch_size * self.config.seq_len
 
-    def rng_state(self) -> dict[str, torch.Tensor]:
+    def state_dict(self) -> dict[str, torch.Tensor]:
         return {"train": self.generator.get_state(), "sample_seed": torch.tensor(self.sample_seed)}
 
-    def set_rng_state(self, state: dict[str, torch.Tensor]) -> None:
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.generator.set_state(state["train"])
         self.sample_seed = int(state.get("sample_seed", self.sample_seed))
 
@@ -58,8 +64,9 @@ class TextTask:
         windows = windows.to(self.device)
         return windows[:, :-1], windows[:, 1:]  # (batch, seq), (batch, seq)
 
-    @staticmethod
-    def loss_and_correct(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss_and_correct(
+        self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         logits, _ = model(x)  # (batch, seq, vocab)
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
         correct = (logits.argmax(-1) == y).sum()
@@ -88,9 +95,7 @@ class TextTask:
         loss = total_loss / count
         return {"loss": loss, "accuracy": correct / count, "bpc": loss / math.log(2)}
 
-    def sample(self, model: torch.nn.Module, length: int) -> str:
+    def sample(self, model: torch.nn.Module, length: int) -> str | None:
         """A short sample (temperature 1, from a newline) to watch training progress."""
-        from rnnkit.generate import generate
-
         self.sample_seed += 1
         return generate(model, self.vocab, prompt=[], length=length, temperature=1.0, seed=self.sample_seed)[0]

@@ -1,0 +1,1 @@
+"""The built-in models (rnn, lstm, charlstm, gcn-dense, gcn-pyg), each registered through an entry point."""

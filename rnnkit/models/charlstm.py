@@ -9,6 +9,9 @@ checkpoint written with either backend loads into the other.
 Shapes:
     tokens: (batch, seq) int64; state: (h, c), each (layers, batch, hidden)
     -> logits: (batch, seq, vocab), new state
+
+``CharLSTM.stepper()`` is the fast one-step function for generation (``rnnkit.sampling.Steppable``):
+ids (batch,) and the same (h, c) -> logits (batch, vocab) and the next (h, c).
 """
 
 from __future__ import annotations
@@ -103,30 +106,55 @@ class CharLSTM(nn.Module):
         out, state = self.rnn(x, state)  # (batch, seq, hidden)
         return self.head(out), state  # (batch, seq, vocab)
 
-    def stepper(self) -> Callable[[torch.Tensor, list, list], torch.Tensor]:
-        """A function for generation: ``step(ids (batch,), hs, cs) -> logits (batch, vocab)``.
+    def stepper(self) -> Callable[[torch.Tensor, State], tuple[torch.Tensor, State]]:
+        """A function for generation: ``step(ids (batch,), (h, c)) -> (logits (batch, vocab), (h, c))``.
 
-        One step of the same equations as ``forward``, with the per-call overhead cut away: the first
-        layer's input projection of every character is precomputed as a (vocab, 4h) table, each layer
-        is one ``addmm`` and the cell, and the per-layer states ``hs``, ``cs`` (lists of (batch, hidden))
-        are updated in place. Both backends share the weights, so this serves both. Build a new one
-        after the weights change.
+        The state is the one ``forward`` takes and returns, (h, c) each (layers, batch, hidden); each
+        step returns a new one and changes none in place (``rnnkit.sampling.Steppable``). One step of
+        the same equations as ``forward``, with the per-call overhead cut away: the first layer's input
+        projection of every character is precomputed as a (vocab, 4h) table, each layer is one
+        ``addmm`` per input and a few fused elementwise ops. Both backends share the weights, so this
+        serves both. For inference (no gradients); build a new one after the weights change.
         """
-        layers = self.config.layers
+        layers, hidden = self.config.layers, self.config.hidden_size
         with torch.no_grad():
-            w_ih = [getattr(self.rnn, f"weight_ih_l{k}").t() for k in range(layers)]
-            bias = [getattr(self.rnn, f"bias_ih_l{k}") + getattr(self.rnn, f"bias_hh_l{k}") for k in range(layers)]
-            w_hh = [getattr(self.rnn, f"weight_hh_l{k}").t().contiguous() for k in range(layers)]
+            # tanh(x) = 2 sigmoid(2x) - 1: the g gate's weights and bias are doubled (exactly), so one
+            # sigmoid over all 4h pre-activations serves the four gates.
+            scale = torch.ones(4 * hidden, device=self.head.weight.device, dtype=self.head.weight.dtype)
+            scale[2 * hidden : 3 * hidden] = 2.0  # (4h,)
+            w_ih = [getattr(self.rnn, f"weight_ih_l{k}").t() * scale for k in range(layers)]  # (in, 4h)
+            w_hh = [getattr(self.rnn, f"weight_hh_l{k}").t() * scale for k in range(layers)]  # (h, 4h)
+            bias = [
+                (getattr(self.rnn, f"bias_ih_l{k}") + getattr(self.rnn, f"bias_hh_l{k}")) * scale for k in range(layers)
+            ]
             table = torch.addmm(bias[0], self.embed.weight, w_ih[0])  # (vocab, 4h)
-            head_w, head_b = self.head.weight.t().contiguous(), self.head.bias.detach()
+            head_w, head_b = self.head.weight.t().contiguous(), self.head.bias.detach()  # (h, vocab), (vocab,)
+        # The last state returned with its per-layer h and c (each (batch, hidden)), so that carrying it
+        # on needs no unbinding (states are never changed in place, so they stay equal); one tuple,
+        # replaced whole, so that a concurrent step sees a consistent one.
+        last: tuple = (None, (), ())
 
-        def step(ids: torch.Tensor, hs: list, cs: list) -> torch.Tensor:
-            x_proj = table[ids]  # (batch, 4h)
+        def step(ids: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+            nonlocal last
+            cached = last
+            if state is cached[0]:
+                hs, cs = cached[1], cached[2]
+            else:
+                hs, cs = state[0].unbind(0), state[1].unbind(0)  # each layers x (batch, hidden)
+            x_proj = torch.index_select(table, 0, ids)  # (batch, 4h)
+            h_out, c_out = [], []
             for k in range(layers):
                 if k:
-                    x_proj = torch.addmm(bias[k], hs[k - 1], w_ih[k])  # (batch, 4h)
-                hs[k], cs[k] = lstm_cell(x_proj, hs[k], cs[k], w_hh[k])
-            return torch.addmm(head_b, hs[-1], head_w)  # (batch, vocab)
+                    x_proj = torch.addmm(bias[k], h_out[k - 1], w_ih[k])  # (batch, 4h)
+                gates = torch.addmm(x_proj, hs[k], w_hh[k])  # (batch, 4h): i, f, 2g, o
+                i, f, s, o = gates.sigmoid_().chunk(4, 1)  # each (batch, hidden); s = sigmoid(2g)
+                c = (cs[k] * f).sub_(i).addcmul_(i, s, value=2.0)  # f c + i (2s - 1) = f c + i tanh(g)
+                h = torch.tanh(c).mul_(o)  # (batch, hidden)
+                h_out.append(h)
+                c_out.append(c)
+            new = (torch.stack(h_out), torch.stack(c_out))  # each (layers, batch, hidden)
+            last = (new, h_out, c_out)
+            return torch.addmm(head_b, h_out[-1], head_w), new  # (batch, vocab)
 
         return step
 
@@ -145,7 +173,7 @@ def count_parameters(config: CharLSTMConfig, *, vocab_size: int) -> int:
 MODEL = ModelDef(
     name="charlstm",
     description="Character LSTM language model (backend torch or scratch, one weight layout)",
-    tasks=("char-lm",),
+    kinds=("char-lm",),
     config=CharLSTMConfig,
     build=build,
     count_parameters=count_parameters,

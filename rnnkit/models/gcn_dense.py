@@ -112,7 +112,7 @@ def count_parameters(config: GCNConfig, *, num_features: int, num_classes: int) 
 MODEL = ModelDef(
     name="gcn-dense",
     description="GCN from its equation with a dense normalised adjacency (no torch-geometric)",
-    tasks=("node-classification",),
+    kinds=("node-classification",),
     config=GCNConfig,
     build=build,
     count_parameters=count_parameters,

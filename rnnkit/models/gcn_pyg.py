@@ -45,7 +45,7 @@ def build(config: PygGCNConfig, *, num_features: int, num_classes: int) -> PygGC
 MODEL = ModelDef(
     name="gcn-pyg",
     description="The same GCN on torch_geometric.nn.GCNConv",
-    tasks=("node-classification",),
+    kinds=("node-classification",),
     config=PygGCNConfig,
     build=build,
     count_parameters=count_parameters,

@@ -126,7 +126,7 @@ def count_parameters(config: LSTMConfig, *, input_size: int, num_classes: int) -
 MODEL = ModelDef(
     name="lstm",
     description="LSTM from its equations, four gates from one fused matmul",
-    tasks=("sequence-classification",),
+    kinds=("sequence-classification",),
     config=LSTMConfig,
     build=build,
     count_parameters=count_parameters,

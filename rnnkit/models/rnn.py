@@ -81,7 +81,7 @@ def count_parameters(config: RNNConfig, *, input_size: int, num_classes: int) ->
 MODEL = ModelDef(
     name="rnn",
     description="Vanilla (Elman) RNN from its equations",
-    tasks=("sequence-classification",),
+    kinds=("sequence-classification",),
     config=RNNConfig,
     build=build,
     count_parameters=count_parameters,

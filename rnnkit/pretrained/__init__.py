@@ -1,0 +1,1 @@
+"""Models shipped inside the package: ``christie/``, the character LSTM ``rnnkit complete`` uses by default."""

@@ -1,77 +1,24 @@
-"""Text generation from a character language model: temperature and top-k sampling, and prompt
-completion that feeds the prompt once and carries the LSTM state, so every new character costs the
-same (one step of the model), however long the text grows.
+"""Sampling from a character language model: size limits, temperature / top-k sampling, and
+generation that feeds the prompt once and carries the model's state, so every new character costs
+the same (one step of the model), however long the text grows.
+
+A model may declare a faster one-step function for generation (``Steppable``, see docs/plugins.md);
+otherwise each step calls the model's forward on one character with the carried state.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from importlib import resources
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from rnnkit.checkpoint import BEST_LINK, checkpoint_dir, load_checkpoint, load_weights
-from rnnkit.config import ConfigBuilder
 from rnnkit.data.text import Vocabulary
-from rnnkit.errors import CheckpointError, UsageError
+from rnnkit.errors import UsageError
 
-PRETRAINED = "christie"
 #: Temperatures below this sample greedily: the limit of softmax(logits / T) as T -> 0, without overflow.
 GREEDY_BELOW = 1e-3
-
-
-def pretrained_path(name: str = PRETRAINED) -> Path:
-    """The checkpoint directory of a model that ships inside the package."""
-    return Path(str(resources.files("rnnkit") / "pretrained" / name))
-
-
-def load_language_model(
-    checkpoint: str | Path | None = None, *, backend: str | None = None, device: str = "cpu"
-) -> tuple[torch.nn.Module, Vocabulary, dict[str, Any]]:
-    """(model in eval mode, vocabulary, metadata) of a character LM checkpoint (default: the shipped one).
-
-    ``checkpoint`` is a run directory, a weights file or None; ``backend`` overrides the one it was
-    trained with (the weights are the same for both).
-    """
-    from rnnkit.registry import get_model
-
-    path = Path(checkpoint) if checkpoint is not None else pretrained_path()
-    best = path / "best"
-    if path.is_dir() and checkpoint_dir(path) is None and checkpoint_dir(path, BEST_LINK) is not None:
-        path = best
-    state, meta = load_checkpoint(path, device=device)
-    task = meta.get("model_task")
-    if task != "char-lm":
-        what = f"a {meta.get('task', '?')} checkpoint (model {meta.get('model', '?')}, task {task})"
-        raise CheckpointError(f"{path} is {what}, not a character language model")
-    vocab_chars = meta.get("vocabulary")
-    if (
-        not isinstance(vocab_chars, list)
-        or not vocab_chars
-        or not all(isinstance(c, str) and len(c) == 1 for c in vocab_chars)
-        or len(set(vocab_chars)) != len(vocab_chars)
-    ):
-        raise CheckpointError(f"{path}: its metadata has no valid vocabulary (a list of distinct characters)")
-    model_def = get_model(str(meta.get("model")), "char-lm")
-    if not isinstance(meta.get("model_config") or {}, dict):
-        raise CheckpointError(f"{path}: its metadata has no valid model_config")
-    values = dict(meta.get("model_config") or {})
-    if backend is not None:
-        values["backend"] = backend
-    try:
-        config = ConfigBuilder(None, None).build(model_def.config, values, "model.")
-    except UsageError as exc:
-        if backend is not None and "backend" in str(exc):
-            raise UsageError(f"--backend must be torch or scratch, got '{backend}'") from exc
-        raise CheckpointError(f"{path}: {exc}") from exc
-    vocab = Vocabulary(vocab_chars)
-    model = model_def.build(config, vocab_size=len(vocab))
-    load_weights(model, state, str(path))
-    return model.to(device).eval(), vocab, meta
-
 
 #: Most characters one sample may have, samples in one batch, and prompt characters; and the most
 #: characters one call may process in all (samples x (prompt + length)). A million characters of
@@ -83,6 +30,42 @@ MAX_TOTAL_CHARS = 20_000_000
 #: The prompt is fed in chunks of at most this many characters (x samples), carrying the state, so a
 #: long prompt never needs logits for all of its characters at once.
 PROMPT_CHUNK_TOKENS = 65536
+
+
+#: One step of generation: ``step(ids, state) -> (logits, state)``; ids (batch,) int64, logits
+#: (batch, vocab), and the model's own state (opaque to rnnkit) in and out.
+Step = Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]]
+
+
+@runtime_checkable
+class Steppable(Protocol):
+    """A char-lm model that declares a fast one-step function for generation (optional).
+
+    ``stepper()`` returns ``step(ids, state) -> (logits, state)``: ``ids`` (batch,) int64, ``logits``
+    (batch, vocab), and ``state`` whatever the model's forward returns and accepts (a tensor, a
+    tuple), opaque to rnnkit: ``step`` takes a state that forward or an earlier step returned and
+    returns the next one, never changing one in place (nor does rnnkit). One step must give what
+    ``model(ids[:, None], state)`` gives, faster. rnnkit builds the function once per generation
+    call, after the weights are final, and calls it under ``torch.inference_mode()``.
+    ``rnnkit.testing.check_model`` checks a stepper against the model's forward.
+    """
+
+    def stepper(self) -> Step: ...
+
+
+def forward_step(model: torch.nn.Module) -> Step:
+    """The step of a model without a stepper: its forward on one character with the carried state."""
+
+    def step(ids: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        logits, state = model(ids[:, None], state)  # (batch, 1, vocab)
+        return logits[:, -1], state  # (batch, vocab)
+
+    return step
+
+
+def model_step(model: torch.nn.Module) -> Step:
+    """The model's own stepper if it declares one (``Steppable``), else ``forward_step``."""
+    return model.stepper() if isinstance(model, Steppable) else forward_step(model)
 
 
 def check_sizes(*, length: int, num: int = 1, prompt_chars: int = 0) -> None:
@@ -160,9 +143,10 @@ def generate_ids(
     """Yield the ids chosen at each of ``length`` steps, a (num,) tensor per step, as they are chosen.
 
     The prompt is fed once (in chunks, the state carried); after that each step feeds only the last
-    character with the carried (h, c), so the cost is linear in ``length``. The model is in eval mode
-    while the generator runs and back in its own mode once it is exhausted or closed. Gradients are
-    off for each step, but not between steps (the caller's code runs as it would anyway).
+    character with the carried state (through the model's stepper if it has one, see ``Steppable``),
+    so the cost is linear in ``length``. The model is in eval mode while the generator runs and back
+    in its own mode once it is exhausted or closed. Gradients are off for each step, but not between
+    steps (the caller's code runs as it would anyway).
     """
     device = next(model.parameters()).device
     generator = torch.Generator(device=device)
@@ -184,25 +168,13 @@ def generate_ids(
                 # (num, chunk, vocab); the model's own state, carried as it is
                 logits, state = model(tokens) if state is None else model(tokens, state)
             last = logits[:, -1]  # (num, vocab)
-            if hasattr(model, "stepper"):
-                fast = model.stepper()
-                hs, cs = list(state[0].unbind(0)), list(state[1].unbind(0))  # (h, c): each (layers, num, hidden)
-
-                def step(nxt: torch.Tensor) -> torch.Tensor:
-                    return fast(nxt, hs, cs)
-
-            else:
-
-                def step(nxt: torch.Tensor) -> torch.Tensor:
-                    nonlocal state
-                    out, state = model(nxt[:, None], state)  # (num, 1, vocab)
-                    return out[:, -1]
+            step = model_step(model)
 
         for t in range(length):
             with torch.inference_mode():
                 nxt = next_ids(last, temperature, top_k, generator)  # (num,)
                 if t + 1 < length:
-                    last = step(nxt)  # (num, vocab)
+                    last, state = step(nxt, state)  # (num, vocab), the next state
             yield nxt
     finally:
         model.train(was_training)
@@ -241,7 +213,7 @@ def generate(
     """``num`` continuations of ``prompt`` (generated as one batch), ``length`` characters each.
 
     The prompt is fed once; after that each step feeds only the last character with the carried
-    (h, c), so the cost is linear in ``length``. ``generate_stream`` yields the same text as it comes.
+    state, so the cost is linear in ``length``. ``generate_stream`` yields the same text as it comes.
     """
     chosen = list(
         generate_ids(

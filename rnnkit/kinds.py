@@ -1,0 +1,162 @@
+"""Model kinds: what a model is built with and how it is called, one ``ModelKind`` object per kind.
+
+A model kind ("kind") is the shape of a model's interface: the keyword arguments ``build`` receives
+(``dims``), the call signature and the output it returns. A ``ModelDef`` declares the kinds it
+supports; a data task (``rnnkit.tasks``) names the kind its models must be. Each ``ModelKind`` also
+holds the sizes the contract checker (``rnnkit.testing``) builds on, its tiny inputs and output
+checks, and the sizes ``rnnkit models`` counts parameters for.
+
+``KINDS`` maps each kind's name to its object. This module imports no other rnnkit module, and torch
+only inside the methods that make or check tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """Everything about one model kind.
+
+    ``dims`` are the keyword names ``build(config, **dims)`` receives; ``tiny_dims`` the sizes the
+    contract checker builds with; ``default_dims`` the sizes ``rnnkit models`` counts parameters for,
+    described by ``default_dims_note`` (formatted with those dims); ``signature`` the call, in words.
+    Subclasses give ``tiny_inputs`` and ``check_output``.
+    """
+
+    name: str
+    description: str
+    dims: tuple[str, ...]
+    signature: str
+    tiny_dims: Mapping[str, int] = field(hash=False)
+    default_dims: Mapping[str, int] = field(hash=False)
+    default_dims_note: str
+
+    def __post_init__(self) -> None:
+        for attr in ("tiny_dims", "default_dims"):
+            sizes = getattr(self, attr)
+            if set(sizes) != set(self.dims):
+                raise ValueError(f"kind '{self.name}': {attr} {sorted(sizes)} must name exactly {list(self.dims)}")
+            object.__setattr__(self, attr, MappingProxyType(dict(sizes)))  # read-only
+
+    def dims_note(self, dims: Mapping[str, int] | None = None) -> str:
+        """``default_dims_note`` for ``dims`` (default: ``default_dims``), e.g. for a table caption."""
+        return self.default_dims_note.format(**(self.default_dims if dims is None else dims))
+
+    def tiny_inputs(self, dims: Mapping[str, int]) -> tuple[Any, ...]:
+        """Small random positional arguments for a model built with ``dims``."""
+        raise NotImplementedError
+
+    def check_output(self, output: Any, dims: Mapping[str, int], name: str) -> Any:
+        """Check what model ``name`` returned for ``tiny_inputs(dims)``; returns the logits tensor to
+        backpropagate through. A wrong type or shape raises AssertionError saying what was expected."""
+        raise NotImplementedError
+
+
+def _logits(output: Any, name: str, kind: str) -> Any:
+    import torch
+
+    assert isinstance(output, torch.Tensor), (
+        f"{name}: a {kind} model returns a logits tensor, not {type(output).__name__}"
+    )
+    return output
+
+
+def _check_shape(logits: Any, expected: tuple[int, ...], name: str) -> None:
+    assert tuple(logits.shape) == expected, f"{name}: logits shape {tuple(logits.shape)}, expected {expected}"
+
+
+@dataclass(frozen=True)
+class SequenceClassification(ModelKind):
+    """A sequence of feature vectors in, the logits of the last step out (the palindrome task)."""
+
+    batch: int = 2
+    steps: int = 5
+
+    def tiny_inputs(self, dims: Mapping[str, int]) -> tuple[Any, ...]:
+        import torch
+
+        return (torch.randn(self.batch, self.steps, dims["input_size"]),)
+
+    def check_output(self, output: Any, dims: Mapping[str, int], name: str) -> Any:
+        logits = _logits(output, name, self.name)
+        _check_shape(logits, (self.batch, dims["num_classes"]), name)
+        return logits
+
+
+@dataclass(frozen=True)
+class CharLM(ModelKind):
+    """Character ids in, next-character logits at every step and the carried state out."""
+
+    batch: int = 2
+    steps: int = 6
+
+    def tiny_inputs(self, dims: Mapping[str, int]) -> tuple[Any, ...]:
+        import torch
+
+        return (torch.randint(0, dims["vocab_size"], (self.batch, self.steps)),)
+
+    def check_output(self, output: Any, dims: Mapping[str, int], name: str) -> Any:
+        assert isinstance(output, tuple) and len(output) == 2, f"{name}: a {self.name} model returns (logits, state)"
+        logits = _logits(output[0], name, self.name)
+        _check_shape(logits, (self.batch, self.steps, dims["vocab_size"]), name)
+        return logits
+
+
+@dataclass(frozen=True)
+class NodeClassification(ModelKind):
+    """Node features and an edge list in, logits for every node out."""
+
+    #: a path of six nodes, each edge in both directions: (2, edges)
+    edges: tuple[tuple[int, ...], tuple[int, ...]] = ((0, 1, 1, 2, 2, 3, 3, 4, 4, 5), (1, 0, 2, 1, 3, 2, 4, 3, 5, 4))
+    nodes: int = 6
+
+    def tiny_inputs(self, dims: Mapping[str, int]) -> tuple[Any, ...]:
+        import torch
+
+        return torch.randn(self.nodes, dims["num_features"]), torch.tensor(self.edges)
+
+    def check_output(self, output: Any, dims: Mapping[str, int], name: str) -> Any:
+        logits = _logits(output, name, self.name)
+        _check_shape(logits, (self.nodes, dims["num_classes"]), name)
+        return logits
+
+
+KINDS: dict[str, ModelKind] = {
+    kind.name: kind
+    for kind in (
+        SequenceClassification(
+            name="sequence-classification",
+            description="a sequence of feature vectors classified from its last step (palindromes)",
+            dims=("input_size", "num_classes"),
+            signature="model(x: (batch, seq, input_size) float) -> logits (batch, num_classes) of the last step",
+            tiny_dims={"input_size": 3, "num_classes": 4},
+            default_dims={"input_size": 10, "num_classes": 10},
+            default_dims_note="palindromes with input {input_size} and {num_classes} classes",
+        ),
+        CharLM(
+            name="char-lm",
+            description="a character language model whose state is carried through generation",
+            dims=("vocab_size",),
+            signature="model(tokens: (batch, seq) int64, state=None) -> (logits (batch, seq, vocab_size), new state)",
+            tiny_dims={"vocab_size": 7},
+            default_dims={"vocab_size": 88},
+            default_dims_note="character models with the Christie vocabulary ({vocab_size})",
+        ),
+        NodeClassification(
+            name="node-classification",
+            description="every node of a graph classified from its features and its neighbours'",
+            dims=("num_features", "num_classes"),
+            signature=(
+                "model(x: (nodes, num_features) float, edge_index: (2, edges) int64) -> logits (nodes, num_classes)"
+            ),
+            tiny_dims={"num_features": 5, "num_classes": 3},
+            default_dims={"num_features": 1433, "num_classes": 7},
+            default_dims_note="graph models on Cora ({num_features:,} features, {num_classes} classes)",
+        ),
+    )
+}
