@@ -25,7 +25,8 @@ import torch
 from rnnkit.data.palindrome import PalindromeConfig, PalindromeTask
 from rnnkit.registry import get_model
 from rnnkit.spec import TrainConfig
-from rnnkit.sweep import SweepPlan, parse_lengths, run_sweep, summarize
+from rnnkit.stats import aggregate
+from rnnkit.sweep import SweepPlan, parse_lengths, run_sweep
 from rnnkit.training import Trainer
 
 NAIVE_STEPS = 10_000
@@ -84,9 +85,8 @@ def main() -> None:
     print("  T   " + "".join(f"{m:>10}" for m in models))
     for t in PROBE_LENGTHS:
         print(f"  {t:<4}" + "".join(f"{probes[m][t]:>10.2f}" for m in models))
-    summary = summarize(rows)
     for m in models:
-        accs = [s["mean"] for s in summary[m].values()]
+        accs = [a.mean for a in aggregate([r for r in rows if r["model"] == m], ["length"], "best_accuracy")]
         steps = sum(r["steps"] or 0 for r in rows if r["model"] == m)
         solved = sum(1 for r in rows if r["model"] == m and r["status"] == "solved")
         print(f"\n{m}: min best accuracy {min(accs):.3f}, solved {solved}/{len(lengths)}, {steps:,} steps in all")

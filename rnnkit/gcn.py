@@ -41,7 +41,6 @@ from rnnkit.runner import train_run
 from rnnkit.spec import RunSpec, load_yaml, resolve_spec
 from rnnkit.training import Callback, StepStats, Trainer
 
-TASK = "node-classification"
 RESULTS_FILE = "results.json"
 ALIASES = {"dense": "gcn-dense", "pyg": "gcn-pyg"}
 

@@ -5,6 +5,7 @@ The bars are off when stderr is not a terminal or when switched off (``--no-prog
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from rnnkit.rundir import is_locked, latest_record
 from rnnkit.spec import RunSpec
 from rnnkit.training import Callback, StepStats
 
@@ -138,3 +140,58 @@ class CountProgress:
     def log(self, message: str) -> None:
         """A line on stderr (above the bar while it shows)."""
         stderr_console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+class SweepProgress(CountProgress):
+    """The sweep's bar: runs finished of planned, with an ETA, and below it every run in flight (its
+    run directory is locked, by this process or any other sharing it) with its step and latest
+    metric, refreshed every ``every`` seconds from the runs' metrics.jsonl."""
+
+    def __init__(self, total: int, run_dirs: list[Path], enabled: bool = True, every: float = 1.0) -> None:
+        super().__init__(total, "runs", enabled)
+        self.run_dirs = run_dirs
+        self.every = every
+        self.done: set[Path] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> SweepProgress:
+        super().__enter__()
+        if self.progress is not None:
+            self._thread = threading.Thread(target=self._watch, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2 * self.every)
+        super().__exit__(*exc)
+
+    def finished(self, run_dir: Path) -> None:
+        self.done.add(Path(run_dir))
+
+    def in_flight(self) -> list[str]:
+        """One line per run in flight: its name, step and latest metric."""
+        lines = []
+        for run_dir in self.run_dirs:
+            if run_dir in self.done or not is_locked(run_dir):
+                continue
+            record = latest_record(run_dir) or {}
+            metric = next(
+                (
+                    f"{k} {record[k]:.3f}"
+                    for k in ("eval_accuracy", "accuracy", "loss")
+                    if isinstance(record.get(k), float)
+                ),
+                "starting",
+            )
+            lines.append(f"{run_dir.name}: step {record.get('step', 0)}, {metric}")
+        return lines
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.every):
+            lines = self.in_flight()
+            shown = "\n".join(["", *lines[:8], *([f"... and {len(lines) - 8} more"] if len(lines) > 8 else [])])
+            if self.progress is not None:
+                self.progress.update(self.task_id, description=f"runs{shown}")

@@ -10,6 +10,7 @@ lets several sweep processes share one directory.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import socket
 from pathlib import Path
@@ -18,6 +19,30 @@ from types import TracebackType
 from rnnkit.errors import RunError, RunLockedError
 
 LOCK_FILE = ".lock"
+#: What a run directory holds besides its checkpoints (see rnnkit.runner): the resolved spec, and one
+#: JSON record per logged step.
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+
+
+def latest_record(run_dir: Path, tail_bytes: int = 8192) -> dict | None:
+    """The last complete record of ``run_dir``'s metrics.jsonl (read from its end), or None. For
+    watching runs in flight, from any process that sees the directory."""
+    try:
+        with open(Path(run_dir) / METRICS_FILE, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - tail_bytes))
+            lines = f.read().decode("utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            return record
+    return None
 
 
 def prepare_run_dir(path: Path) -> Path:

@@ -48,15 +48,12 @@ from rnnkit.errors import CheckpointError, RnnkitError, RnnkitWarning, RunError,
 from rnnkit.memory import memory_budget
 from rnnkit.progress import TrainingProgress
 from rnnkit.registry import get_model
-from rnnkit.rundir import RunLock, claim_new_run_dir
+from rnnkit.rundir import CONFIG_FILE, METRICS_FILE, RunLock, claim_new_run_dir
 from rnnkit.spec import RunSpec, parse_yaml_text
 from rnnkit.task import Task
 from rnnkit.tasks import TASK_TYPES
 from rnnkit.training import Callback, Trainer
 from rnnkit.version import __version__
-
-CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.jsonl"
 
 #: How a finished run ended. ``solved``: early stop reached; ``plateau``: stopped without progress;
 #: ``max_steps``: ran its full budget; ``diverged``: the loss became NaN or infinite. A run stopped by

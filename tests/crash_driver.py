@@ -181,7 +181,7 @@ def sweep_case(work: Path) -> dict:
     reference = work / "reference"
     run_sweep(_sweep_plan(reference), workers=1)
     expected_rows = _sweep_rows(reference)
-    names = [spec.name for *_, spec in _sweep_plan(reference).run_specs()]
+    names = [run.spec.name for run in _sweep_plan(reference).run_specs()]
     expected = {name: (_weights(reference / name), _metrics(reference / name)) for name in names}
     total = _count_ops(lambda: run_sweep(_sweep_plan(work / "count"), workers=1))
     failures, points = [], 0

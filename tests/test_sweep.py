@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from rnnkit.errors import SpecError, UsageError
@@ -62,28 +64,29 @@ def test_sweep_writes_results_and_resumes(tmp_path):
         ("lstm", 5, 0),
     ]
     assert all(r["status"] == "max_steps" and r["steps"] == 12 and 0 <= r["best_accuracy"] <= 1 for r in saved)
-    assert (tmp_path / "sweep" / "rnn-T04-s0" / "checkpoint" / "model.safetensors").is_file()
+    run_dir = Path(saved[0]["run_dir"])
+    assert run_dir.name.startswith("model=rnn_length=4_seed=0_") and len(run_dir.name.rsplit("_", 1)[1]) == 8
+    assert (run_dir / "checkpoint" / "model.safetensors").is_file()
 
     seen.clear()
     run_sweep(_plan(tmp_path), workers=1, on_result=lambda row, skipped: seen.append(skipped))
     assert seen == [True] * 4  # everything finished is skipped
 
-    # a changed spec is not "the same run", and a sweep never overwrites a run: refused, nothing touched
-    before = (tmp_path / "sweep" / "results.csv").read_text()
-    conflict = r"rnn-T04-s0 and 3 more hold runs of another spec \(train.max_steps 12 -> 8\)"
-    with pytest.raises(UsageError, match=conflict):
-        run_sweep(_plan(tmp_path, overrides=["train.max_steps=8"]), workers=1)
-    assert (tmp_path / "sweep" / "results.csv").read_text() == before
+    # a changed spec is not "the same run": it gets other directories (another hash), the first runs stay
+    before = {p: p.read_bytes() for p in (tmp_path / "sweep").glob("*/checkpoint/*")}
+    other = run_sweep(_plan(tmp_path, overrides=["train.max_steps=8"]), workers=1)
+    assert all(r["steps"] == 8 for r in other) and {r["run_dir"] for r in other}.isdisjoint(r["run_dir"] for r in saved)
+    assert {p: p.read_bytes() for p in before} == before
 
 
 def test_per_length_overrides(tmp_path):
     plan = _plan(tmp_path, models=["lstm"], per_length={4: {"train.lr": 0.05}})
-    specs = {length: spec for _, length, _, spec in plan.run_specs()}
+    specs = {r.values["length"]: r.spec for r in plan.run_specs()}
     assert specs[4].train.lr == 0.05 and specs[5].train.lr == 0.01
 
 
 def test_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
-    import rnnkit.sweep as sweep_module
+    import rnnkit.sweep_job as sweep_module
 
     original = sweep_module.run_one
 
@@ -175,7 +178,9 @@ def test_sweep_spec_accepts_a_list_of_lengths(tmp_path):
     assert plan.lengths == [5, 10] and plan.models == ["lstm"]
 
 
-@pytest.mark.parametrize("override", ["name=x", "seed=3", "task.length=7", "model.name=rnn", "out_dir=/tmp/x"])
+@pytest.mark.parametrize(
+    "override", ["name=x", "seed=3", "task.length=7", "model.name=rnn", "out_dir=/tmp/x", "task=x"]
+)
 def test_sweep_keys_cannot_be_overridden(tmp_path, override):
     with pytest.raises(UsageError, match="the sweep sets it"):
         _plan(tmp_path, overrides=[override])
@@ -183,5 +188,5 @@ def test_sweep_keys_cannot_be_overridden(tmp_path, override):
 
 def test_example_sweep_spec_resolves():
     plan, _ = plan_sweep("examples/sweep-palindrome.yaml")
-    specs = {(m, t): s for m, t, _, s in plan.run_specs()}
+    specs = {(r.values["model"], r.values["length"]): r.spec for r in plan.run_specs()}
     assert specs[("lstm", 5)].train.lr == 0.01 and specs[("lstm", 7)].train.lr == 0.015

@@ -17,8 +17,8 @@ DEVICE_HELP = "auto, cpu or cuda (default: cpu; a GPU-trained checkpoint samples
 
 def _load(checkpoint: Path | None, backend: str | None, device: str):  # noqa: ANN202
     # torch-heavy modules are imported when a command runs, so that `rnnkit --help` stays fast
+    from rnnkit.device import resolve_device
     from rnnkit.language_model import load_language_model
-    from rnnkit.runner import resolve_device
 
     return load_language_model(checkpoint, backend=backend, device=str(resolve_device(device)))
 

@@ -24,9 +24,22 @@ def plot(
         help="Output file; its extension picks the format (png, pdf, svg). Default: a PNG inside PATH.",
         show_default=False,
     ),
+    x: str = typer.Option(
+        None,
+        "--x",
+        help="Sweeps: the swept key on the x axis [default: length, else the first numeric one].",
+        show_default=False,
+    ),
+    metric: str = typer.Option(
+        None,
+        "--metric",
+        help="Sweeps: the results.csv column to draw (final_accuracy, eval_loss ...) [default: best_accuracy].",
+        show_default=False,
+    ),
 ) -> None:
-    """Draw the figure of a sweep, a run or a gcn comparison (headless)."""
+    """Draw the figure of a sweep, a run or a gcn comparison (headless). A sweep's figure: the metric
+    against one swept key, one line per combination of the others, the band the 95% CI over seeds."""
     from rnnkit.plotting import plot_path
 
-    written = plot_path(path, out)
+    written = plot_path(path, out, x=x, metric=metric)
     out_console.print(str(written), markup=False)

@@ -1,4 +1,5 @@
-"""`rnnkit sweep --lengths 5-35`: a palindrome sweep run, summarised as a table and a figure."""
+"""`rnnkit sweep`: train every combination of swept settings x seeds (the palindrome study by
+default), locally or on Ray, then print the summary over seeds and draw the figure."""
 
 from __future__ import annotations
 
@@ -14,59 +15,107 @@ from rnnkit.cli.common import err_console, handle_errors, out_console, report_pl
 def sweep(
     spec: Path = typer.Argument(
         None,
-        help="Optional sweep spec (YAML): models, lengths, seeds, a base run spec and per-length overrides; "
-        "the options below override it.",
+        help="Optional sweep spec (YAML: grid, models, lengths, seeds, a base run spec, per-length overrides) "
+        "or a run spec to sweep around; the options below override it.",
+        show_default=False,
+    ),
+    params: list[str] = typer.Option(
+        None,
+        "--param",
+        "-p",
+        help="Sweep a spec key: KEY=a,b,c | KEY=5-35[:step] | KEY=1e-4:1e-2:5log | KEY=0:0.5:6 (repeatable; "
+        "every combination x seed is one run).",
         show_default=False,
     ),
     lengths: str = typer.Option(
-        None, help="Palindrome lengths: 5-35, 5-35:5 or 5,10,20 [default: 5-35].", show_default=False
+        None, help="Shorthand for -p task.length=...: 5-35, 5-35:5 or 5,10,20.", show_default=False
     ),
-    models: str = typer.Option(None, help="Comma-separated model names [default: rnn,lstm].", show_default=False),
-    seeds: int = typer.Option(None, help="Seeds per (model, length): 0..N-1 [default: 1].", show_default=False),
+    models: str = typer.Option(None, help="Shorthand for -p model.name=...: rnn,lstm.", show_default=False),
+    seeds: int = typer.Option(None, help="Seeds per combination: 0..N-1 [default: 1].", show_default=False),
     workers: int = typer.Option(
-        None, help="Runs in parallel, each in its own process [default: CPU count].", show_default=False
+        None,
+        help="Runs in parallel on this machine, each in its own process [default: the CPUs this process may use].",
+        show_default=False,
     ),
-    out: Path = typer.Option(None, help="Sweep directory [default: runs/sweep-palindrome].", show_default=False),
+    threads: int = typer.Option(
+        None,
+        "--threads",
+        min=1,
+        max=1024,
+        help="Torch threads per run [default: the CPUs this process may use / --workers; Ray: 1].",
+        show_default=False,
+    ),
+    executor: str = typer.Option("local", "--executor", help="local (worker processes) or ray."),
+    address: str = typer.Option(
+        None, "--address", help="Ray cluster to join (auto, or ray://HOST:10001); default: a local Ray instance."
+    ),
+    out: Path = typer.Option(None, help="Sweep directory [default: runs/<sweep name>].", show_default=False),
     settings: list[str] = set_option("Override for every run, e.g. -s train.optimizer=adam (repeatable)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
 ) -> None:
-    """Train every model at every palindrome length; results.csv, a summary table and the figure.
+    """Train every combination of swept values x seeds; results.csv, a summary over seeds and a figure.
 
-    Re-running the same sweep skips the runs already finished.
+    With nothing to sweep, the palindrome study: rnn and lstm at lengths 5-35. Re-running the same sweep
+    skips the runs already finished; several sweeps started on one --out (on one machine or on several
+    sharing the directory) divide the runs between them.
     """
-    from rnnkit.errors import RunError
-    from rnnkit.plotting import save_figure, sweep_figure
-    from rnnkit.progress import CountProgress
+    from rnnkit.device import resolve_device
+    from rnnkit.errors import RunError, UsageError
+    from rnnkit.plotting import figure_name, save_figure, sweep_axes, sweep_figure
+    from rnnkit.progress import SweepProgress
     from rnnkit.rundir import prepare_run_dir
-    from rnnkit.runner import resolve_device
-    from rnnkit.sweep import FIGURE_FILE, check_plan, plan_sweep, run_sweep
+    from rnnkit.sweep import check_plan, plan_sweep, run_sweep
 
+    if executor not in ("local", "ray"):
+        raise UsageError(f"--executor must be local or ray, got {executor!r}")
+    if address is not None and executor != "ray":
+        raise UsageError("--address is for --executor ray")
     plan, n_workers = plan_sweep(
-        spec, lengths=lengths, models=models, seeds=seeds, workers=workers, out=out, overrides=list(settings or [])
+        spec,
+        lengths=lengths,
+        models=models,
+        seeds=seeds,
+        workers=workers,
+        out=out,
+        overrides=list(settings or []),
+        params=list(params or []),
     )
     runs = plan.run_specs()  # validates every run before starting any
-    for device in {run[3].device for run in runs}:
+    devices = {run.spec.device for run in runs}
+    for device in devices:
         resolve_device(device)
     prepare_run_dir(plan.out)  # an unwritable --out fails here, before the header line
     check_plan(plan.out, runs)  # runs of another spec in the way, memory
     report_plugin_failures()
-    err_console.print(
-        f"sweep: {len(runs)} runs ({', '.join(plan.models)} x {len(plan.lengths)} lengths x "
-        f"{plan.seeds} seeds), {n_workers} workers -> {plan.out}"
-    )
-    with CountProgress(len(runs), "runs", enabled=progress) as bar:
+    run_executor = None
+    if executor == "ray":
+        from rnnkit.ray_executor import RayExecutor
+
+        run_executor = RayExecutor(address, threads=threads or 1, gpus=1 if "cuda" in devices else 0)
+    where = f"ray ({address or 'local instance'})" if executor == "ray" else f"{n_workers} workers"
+    err_console.print(f"sweep: {len(runs)} runs ({plan.describe()}), {where} -> {plan.out}")
+    keys = list(plan.columns)
+    with SweepProgress(len(runs), [plan.out / r.spec.name for r in runs], enabled=progress) as bar:
 
         def on_result(row: dict[str, Any], skipped: bool) -> None:
+            bar.finished(Path(row["run_dir"]))
             bar.advance()
             what = "skipped (done)" if skipped else row["status"]
             acc = row["best_accuracy"]
             error = f": {row['error']}" if row["error"] else ""
             detail = f", best acc {acc:.3f}" if isinstance(acc, float) else error
-            bar.log(f"{row['model']:>8} T={row['length']:<3} seed {row['seed']}: {what}{detail}")
+            values = " ".join(f"{k}={row[k]}" for k in keys)
+            bar.log(f"{values} seed {row['seed']}: {what}{detail}")
 
-        rows = run_sweep(plan, workers=n_workers, on_result=on_result, runs=runs, check=False)
-    figure = save_figure(sweep_figure(rows, title=f"Palindromes: {plan.out.name}"), plan.out / FIGURE_FILE)
-    out_console.print(summary_table(rows))
+        rows = run_sweep(
+            plan, workers=n_workers, on_result=on_result, runs=runs, check=False, executor=run_executor, threads=threads
+        )
+    x = sweep_axes(rows, keys)
+    figure = save_figure(
+        sweep_figure(rows, keys, x=x, title=f"{plan.out.name}: best accuracy against {x}"),
+        plan.out / figure_name(x, "best_accuracy"),
+    )
+    out_console.print(summary_table(rows, keys, plan.threshold(runs)))
     out_console.print(f"results: {plan.out / 'results.csv'}\nfigure:  {figure}", markup=False)
     failed = [r for r in rows if r["status"] == "failed"]
     if failed:
@@ -76,27 +125,36 @@ def sweep(
         )
 
 
-def summary_table(rows: list[dict[str, Any]]) -> Any:
-    """Best accuracy (mean ± std over seeds) and mean steps per model and length, as a rich Table."""
+def summary_table(rows: list[dict[str, Any]], keys: list[str], threshold: float | None) -> Any:
+    """Best accuracy over seeds per combination: mean, std, n, 95% CI of the mean, success rate, steps."""
+    import math
+
     from rich.table import Table
 
-    from rnnkit.sweep import summarize
+    from rnnkit.stats import aggregate
 
-    summary = summarize(rows)
-    table = Table(title="Best accuracy by palindrome length (mean ± std over seeds; steps)")
-    table.add_column("T", justify="right")
-    for model in summary:
-        table.add_column(model, justify="right")
-    lengths = sorted({t for by_length in summary.values() for t in by_length})
-    for t in lengths:
-        cells = []
-        for model in summary:
-            s = summary[model].get(t)
-            if s is None or not s["runs"]:
-                cells.append("failed" if s and s["failed"] else "-")
-                continue
-            std = f" ± {s['std']:.3f}" if s["runs"] > 1 else ""
-            colour = "green" if s["mean"] >= 0.99 else ("red" if s["mean"] < 0.5 else "yellow")
-            cells.append(f"[{colour}]{s['mean']:.3f}{std}[/] ({s['steps']:.0f})")
-        table.add_row(str(t), *cells)
+    accuracy = aggregate(rows, keys, "best_accuracy", threshold)
+    steps = {tuple(a.values.values()): a for a in aggregate(rows, keys, "steps")}
+    table = Table(title="Best accuracy over seeds (mean ± 95% CI of the mean, Student t)")
+    for key in keys:
+        table.add_column(key, justify="right")
+    for column in ("mean ± CI", "std", "n", *(["solved"] if threshold else []), "steps"):
+        table.add_column(column, justify="right")
+    for a in accuracy:
+        values = [str(v) for v in a.values.values()]
+        if not a.n:
+            table.add_row(*values, "failed" if a.failed else "-", "", "0", *([""] if threshold else []), "")
+            continue
+        ci = f" ± {a.ci:.3f}" if not math.isnan(a.ci) else ""
+        colour = "green" if a.mean >= 0.99 else ("red" if a.mean < 0.5 else "yellow")
+        solved = [f"{a.success_rate:.0%} of {a.runs}"] if threshold and a.success_rate is not None else []
+        mean_steps = steps[tuple(a.values.values())].mean
+        table.add_row(
+            *values,
+            f"[{colour}]{a.mean:.3f}{ci}[/]",
+            f"{a.std:.3f}",
+            str(a.n),
+            *solved,
+            f"{mean_steps:.0f}" if not math.isnan(mean_steps) else "",
+        )
     return table
