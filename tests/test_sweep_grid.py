@@ -141,3 +141,17 @@ def test_nothing_to_sweep_and_bad_params_are_one_line(tmp_path):
         SweepPlan(out=tmp_path)
     result = run("sweep", "--executor", "slurm", "--out", str(tmp_path / "x"))
     assert_one_line_error(result, 2, "--executor must be local or ray")
+
+
+def test_the_sweep_bar_lists_the_runs_in_flight(tmp_path):
+    from rnnkit.progress import SweepProgress
+    from rnnkit.rundir import RunLock
+
+    busy, idle = tmp_path / "model=rnn_seed=0_aaaa", tmp_path / "model=lstm_seed=0_bbbb"
+    with RunLock.acquire(busy):  # held by this process, as a run in training is by its worker
+        (busy / "metrics.jsonl").write_text('{"step": 40, "loss": 2.0, "accuracy": 0.25}\n{"step": 50, "lo')
+        idle.mkdir()
+        bar = SweepProgress(2, [busy, idle], enabled=False)
+        assert bar.in_flight() == ["model=rnn_seed=0_aaaa: step 40, accuracy 0.250"]
+        bar.finished(busy)
+        assert bar.in_flight() == []
