@@ -1,13 +1,13 @@
 """The Ray executor of sweeps (``--executor ray``): each run is one Ray task, on a local Ray instance or
 on any node of an existing cluster.
 
-``RayExecutor.run(jobs, record)`` submits every job (longest sequences first) as a task asking for ``threads`` CPUs (and ``gpus``
-GPUs), each calling ``rnnkit.sweep_job.run_job`` on whichever node Ray picks, and passes the answers
-to ``record`` in the order the runs finish. A run that another process owns (answered ``busy``) is
-submitted again once its lock is free. Ctrl-C or SIGTERM cancels the tasks: running ones get a
+``RayExecutor.run(jobs, record)`` submits every job (longest sequences first) as a task asking for
+``threads`` CPUs (and ``gpus`` GPUs), each calling ``rnnkit.sweep_job.run_job`` on whichever node Ray
+picks, and passes the answers to ``record`` in the order the runs finish. A run that another process
+owns (answered ``busy``) is submitted again once its lock is free. Ctrl-C or SIGTERM cancels the tasks: running ones get a
 KeyboardInterrupt and save their run (answered ``interrupted``), queued ones never start; the same
 sweep run again resumes them from their checkpoints, as with the local executor. Every node must
-see the sweep directory at the same path (a shared filesystem), and have rnnkit installed.
+see the sweep directory at the same (absolute) path, on a shared filesystem, and have rnnkit installed.
 
 Ray is an optional extra (``pip install "rnnkit[ray]"``): this module imports without it, and says
 how to install it when a sweep asks for it.
@@ -20,9 +20,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from rnnkit.errors import UsageError
+from rnnkit.errors import RunError, UsageError
 from rnnkit.rundir import is_locked
 from rnnkit.sweep_job import Job, describe_error, run_job
 
@@ -99,17 +100,21 @@ class RayExecutor:
         finally:
             if started:
                 ray.shutdown()
-            if main and previous_term is not None:
-                signal.signal(signal.SIGTERM, previous_term)
+            if main:
+                signal.signal(signal.SIGTERM, previous_term if previous_term is not None else signal.SIG_DFL)
 
     def _connect(self, ray: Any) -> bool:
         """Connect to Ray unless already connected; True if this call did (and so must shut it down)."""
         if ray.is_initialized():
             return False
-        if self.address is not None and self.address.startswith("ray://"):
-            ray.init(address=self.address, log_to_driver=False)  # Ray Client: the server keeps the rest
-        else:
-            ray.init(address=self.address, log_to_driver=False, include_dashboard=False, configure_logging=False)
+        try:
+            if self.address is not None and self.address.startswith("ray://"):
+                ray.init(address=self.address, log_to_driver=False)  # Ray Client: the server keeps the rest
+            else:
+                ray.init(address=self.address, log_to_driver=False, include_dashboard=False, configure_logging=False)
+        except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
+            where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
+            raise RunError(f"cannot connect to {where}: {describe_error(exc)}") from exc
         return True
 
 
@@ -152,7 +157,9 @@ class _Run:
             if is_locked(job.run_dir):
                 self.elsewhere.append(job)
             else:
-                self.in_flight[self.task.remote(job.spec, str(job.run_dir), self.threads)] = job
+                # absolute: a worker's working directory is not this process's, nor on the same machine
+                run_dir = str(Path(job.run_dir).absolute())
+                self.in_flight[self.task.remote(job.spec, run_dir, self.threads)] = job
 
     def _recheck_elsewhere(self) -> None:
         """Runs whose owner has let go (finished or died) go back to be submitted."""
@@ -181,10 +188,10 @@ class _Run:
         """Cancel every task: running runs save and answer within CANCEL_GRACE_S (recorded), queued
         ones never start; what is left then is killed (each run keeps its last checkpoint). A second
         Ctrl-C kills at once."""
-        for ref in self.in_flight:
-            self.ray.cancel(ref, force=False)
         deadline = time.monotonic() + CANCEL_GRACE_S
         try:
+            for ref in self.in_flight:
+                self.ray.cancel(ref, force=False)
             while self.in_flight and (left := deadline - time.monotonic()) > 0:
                 done, _ = self.ray.wait(list(self.in_flight), num_returns=1, timeout=min(left, POLL_S))
                 for ref in done:

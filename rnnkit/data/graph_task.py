@@ -151,6 +151,7 @@ class GraphTask(Task):
             features=config.features,
             seed=config.graph_seed,
         ).to(device)
+        self.train_labels = self.graph.y[self.graph.train_mask]  # (train nodes,): the same every step
         self.best_val = -1.0
         self.test_at_best = 0.0
 
@@ -165,8 +166,7 @@ class GraphTask(Task):
 
     def train_batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The whole training set, whatever ``batch_size``: (train mask (nodes,), its labels (train,))."""
-        mask = self.graph.train_mask
-        return mask, self.graph.y[mask]
+        return self.graph.train_mask, self.train_labels
 
     def loss_and_correct(
         self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
