@@ -4,10 +4,11 @@ on any node of an existing cluster.
 ``RayExecutor.run(jobs, record)`` submits every job (longest sequences first) as a task asking for
 ``threads`` CPUs (and ``gpus`` GPUs), each calling ``rnnkit.sweep_job.run_job`` on whichever node Ray
 picks, and passes the answers to ``record`` in the order the runs finish. A run that another process
-owns (answered ``busy``) is submitted again once its lock is free. Ctrl-C or SIGTERM cancels the tasks: running ones get a
-KeyboardInterrupt and save their run (answered ``interrupted``), queued ones never start; the same
-sweep run again resumes them from their checkpoints, as with the local executor. Every node must
-see the sweep directory at the same (absolute) path, on a shared filesystem, and have rnnkit installed.
+owns (answered ``busy``) is submitted again once its lock is free. Ctrl-C or SIGTERM cancels the
+tasks: running ones get a KeyboardInterrupt and save their run (answered ``interrupted``), queued
+ones never start; the same sweep run again resumes them from their checkpoints, as with the local
+executor. Every node must see the sweep directory at the same (absolute) path, on a shared
+filesystem, and have rnnkit installed.
 
 Ray is an optional extra (``pip install "rnnkit[ray]"``): this module imports without it, and says
 how to install it when a sweep asks for it.

@@ -179,20 +179,20 @@ def _sweep_rows(out: Path) -> list[tuple]:
 
 def sweep_case(work: Path) -> dict:
     reference = work / "reference"
-    run_sweep(_sweep_plan(reference), workers=1)
+    run_sweep(_sweep_plan(reference), workers=1, threads=1)
     expected_rows = _sweep_rows(reference)
     names = [run.spec.name for run in _sweep_plan(reference).run_specs()]
     expected = {name: (_weights(reference / name), _metrics(reference / name)) for name in names}
-    total = _count_ops(lambda: run_sweep(_sweep_plan(work / "count"), workers=1))
+    total = _count_ops(lambda: run_sweep(_sweep_plan(work / "count"), workers=1, threads=1))
     failures, points = [], 0
     for n in range(1, total + 1):
         out = work / f"kill-{n}"
-        code = _in_child(lambda: run_sweep(_sweep_plan(out), workers=1), kill_at=n)  # noqa: B023 - run at once, in the loop
+        code = _in_child(lambda: run_sweep(_sweep_plan(out), workers=1, threads=1), kill_at=n)  # noqa: B023 - run at once, in the loop
         if code != -signal.SIGKILL:
             failures.append(f"op {n}: not killed (exit {code})")
             continue
         points += 1
-        code = _in_child(lambda: run_sweep(_sweep_plan(out), workers=1))  # noqa: B023 - run at once, in the loop
+        code = _in_child(lambda: run_sweep(_sweep_plan(out), workers=1, threads=1))  # noqa: B023 - run at once, in the loop
         if code != 0:
             failures.append(f"op {n}: the sweep run again failed (exit {code})")
             continue
@@ -210,7 +210,6 @@ def main() -> None:
 
     warnings.simplefilter("ignore")  # the notes a resume gives (a dropped partial line) are expected here
     torch.set_num_threads(1)
-    os.cpu_count = lambda: 1  # a sweep sizes torch's thread pool from this; a pool with threads cannot fork
     mode, work = sys.argv[1], Path(sys.argv[2])
     result = train_case(work) if mode == "train" else sweep_case(work)
     print(json.dumps(result))

@@ -157,7 +157,9 @@ def test_gru_plugin_in_a_sweep(tmp_path):
         str(tmp_path / "sweep"),
     )
     assert result.returncode == 0, result.stderr
-    assert "gru" in result.stdout and (tmp_path / "sweep" / "gru-T08-s0" / "checkpoint" / "model.safetensors").is_file()
+    assert "gru" in result.stdout
+    (run_dir,) = (tmp_path / "sweep").glob("model=gru_length=8_seed=0_*")
+    assert (run_dir / "checkpoint" / "model.safetensors").is_file()
 
 
 def test_graphsage_plugin_beside_the_gcns(tmp_path):
