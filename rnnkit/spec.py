@@ -67,6 +67,8 @@ class TrainConfig:
     log_every: int = field(default=50, metadata={"gt": 0})
     eval_every: int = field(default=0, metadata={"ge": 0})  # 0: only at the end
     eval_batches: int = field(default=10, metadata={"gt": 0, "le": 100_000})
+    # characters of held-out text an evaluation reads (text tasks); 0: all of it
+    eval_chars: int = field(default=1_000_000, metadata={"ge": 0})
     checkpoint_every: int = field(default=0, metadata={"ge": 0})  # 0: only at the end
     sample_every: int = field(default=0, metadata={"ge": 0})  # 0: never (tasks that generate text)
     sample_length: int = field(default=30, metadata={"gt": 0, "le": 100_000})  # characters per training sample

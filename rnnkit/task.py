@@ -14,11 +14,23 @@ counts), ``sample`` (text to watch while training), ``check_memory`` (refuse a r
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
 from rnnkit.memory import check_training_memory
+
+
+@dataclass(frozen=True)
+class EvalBudget:
+    """How much held-out data one evaluation may use, from the run's ``train:`` settings; each task
+    reads the parts that apply to it (palindromes: ``batches`` of ``batch_size``; text: ``chars``;
+    a graph: the whole validation and test masks)."""
+
+    batch_size: int
+    batches: int
+    chars: int = 0  # characters of held-out text; 0: all of it
 
 
 class Task(ABC):
@@ -55,8 +67,8 @@ class Task(ABC):
         """The loss to minimise (a scalar with a gradient) and the number of correct predictions."""
 
     @abstractmethod
-    def evaluate(self, model: torch.nn.Module, batch_size: int, batches: int) -> dict[str, float]:
-        """Metrics on held-out data: at least ``loss`` and ``accuracy``."""
+    def evaluate(self, model: torch.nn.Module, budget: EvalBudget) -> dict[str, float]:
+        """Metrics on held-out data within ``budget``: at least ``loss`` and ``accuracy``."""
 
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:

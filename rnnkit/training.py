@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from rnnkit.spec import RunSpec, TrainConfig
-from rnnkit.task import Task
+from rnnkit.task import EvalBudget, Task
 
 
 @dataclass(frozen=True)
@@ -194,6 +194,7 @@ class Trainer:
         self.optimizer = make_optimizer(model.parameters(), cfg)
         self.scheduler = make_scheduler(self.optimizer, cfg)
         self.stopping_policy = StoppingPolicy(cfg)
+        self.eval_budget = EvalBudget(cfg.batch_size, cfg.eval_batches, cfg.eval_chars)
         self.step = 0
         self.elapsed = 0.0  # seconds of training before this process (resumed runs)
         self.best_eval_loss = math.inf
@@ -275,7 +276,7 @@ class Trainer:
         rng = self.task.state_dict(), torch.get_rng_state()
         self.eval_pending = True
         try:
-            metrics = self.task.evaluate(self.model, self.cfg.batch_size, self.cfg.eval_batches)
+            metrics = self.task.evaluate(self.model, self.eval_budget)
         except KeyboardInterrupt:
             self.task.load_state_dict(rng[0])
             torch.set_rng_state(rng[1])

@@ -20,6 +20,7 @@ from rnnkit.data.text import (
 )
 from rnnkit.data.text_task import TextTask
 from rnnkit.errors import RunError, UsageError
+from rnnkit.task import EvalBudget
 from tests.helpers import SHARED_DATA, small_text
 
 
@@ -113,7 +114,7 @@ def test_evaluation_reports_bits_per_character(tmp_path):
 
     task = TextTask(TextConfig(text=str(small_text(tmp_path)), seq_len=10), torch.device("cpu"), seed=0)
     model = CharLSTM(len(task.vocab), CharLSTMConfig(embedding_size=8, hidden_size=8, layers=1))
-    metrics = task.evaluate(model, batch_size=4)
+    metrics = task.evaluate(model, EvalBudget(batch_size=4, batches=1))
     assert metrics["bpc"] == pytest.approx(metrics["loss"] / 0.6931471805599453)
     assert 0 <= metrics["accuracy"] <= 1
     assert metrics["loss"] == pytest.approx(torch.log(torch.tensor(float(len(task.vocab)))).item(), rel=0.1)

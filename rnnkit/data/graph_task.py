@@ -21,7 +21,7 @@ from rnnkit.data.datasets import Dataset
 from rnnkit.data.graphs import load_graph
 from rnnkit.errors import UsageError
 from rnnkit.memory import BYTES_PER_PARAMETER, gb, memory_budget
-from rnnkit.task import Task
+from rnnkit.task import EvalBudget, Task
 
 
 @dataclass
@@ -176,7 +176,7 @@ class GraphTask(Task):
         return F.cross_entropy(logits, y), (logits.argmax(dim=1) == y).sum()
 
     @torch.no_grad()
-    def evaluate(self, model: torch.nn.Module, batch_size: int, batches: int) -> dict[str, float]:
+    def evaluate(self, model: torch.nn.Module, budget: EvalBudget) -> dict[str, float]:
         """Validation loss and accuracy, test accuracy, and the test accuracy at the best validation."""
         g = self.graph
         was_training = model.training

@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from rnnkit.task import Task
+from rnnkit.task import EvalBudget, Task
 
 NUM_DIGITS = 10
 
@@ -88,13 +88,13 @@ class PalindromeTask(Task):
         return loss, correct
 
     @torch.no_grad()
-    def evaluate(self, model: torch.nn.Module, batch_size: int, batches: int) -> dict[str, float]:
+    def evaluate(self, model: torch.nn.Module, budget: EvalBudget) -> dict[str, float]:
         """Loss and accuracy on fresh palindromes from a generator training never draws from."""
         was_training = model.training
         model.eval()
         total_loss, total_correct, total = 0.0, 0, 0
-        for _ in range(batches):
-            x, y = self.batch(batch_size, self.eval_generator)
+        for _ in range(budget.batches):
+            x, y = self.batch(budget.batch_size, self.eval_generator)
             loss, correct = self.loss_and_correct(model, x, y)
             total_loss += loss.item() * len(y)
             total_correct += int(correct)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from rnnkit.data.text import TextConfig, Vocabulary, load_corpus
 from rnnkit.sampling import generate
-from rnnkit.task import Task
+from rnnkit.task import EvalBudget, Task
 
 
 class TextTask(Task):
@@ -73,11 +73,11 @@ class TextTask(Task):
         return loss, correct
 
     @torch.no_grad()
-    def evaluate(self, model: torch.nn.Module, batch_size: int, batches: int = 0) -> dict[str, float]:
+    def evaluate(self, model: torch.nn.Module, budget: EvalBudget) -> dict[str, float]:
         """Loss, accuracy and bits per character over the whole validation text, state carried."""
         was_training = model.training
         model.eval()
-        streams = max(1, min(batch_size, (len(self.val_data) - 1) // self.config.seq_len))
+        streams = max(1, min(budget.batch_size, (len(self.val_data) - 1) // self.config.seq_len))
         per_stream = (len(self.val_data) - 1) // streams
         data = self.val_data[: streams * per_stream + 1]
         inputs = data[:-1].view(streams, per_stream).to(self.device)  # (streams, per_stream)
