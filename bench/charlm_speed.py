@@ -1,10 +1,12 @@
 """Character LM speed: training chars/s of both backends against a bare torch.nn.LSTM loop, and
 sampling chars/s at batch 1 and 64, with generation cost checked to be linear in length.
 
-Training: rnnkit's Trainer (TextTask batches, charlstm, Adam, clipping, schedule) with the ``torch`` and
-``scratch`` backends, against a bare loop of nn.Embedding + nn.LSTM + nn.Linear on the same shapes
-(2x128, embedding 64, batch 64, seq 30) and the same kind of batches. Blocks alternate and the order
-flips every repeat; each figure is a median. The headline is each ratio against the bare loop.
+Training: rnnkit's Trainer (TextTask batches, charlstm, Adam, clipping, schedule) with the ``torch``
+backend and the ``scratch`` backend in both implementations (``scratch_impl`` fused: one LSTMFunction
+per layer with a hand-derived backward, the default; autograd: lstm_cell in a loop), against a bare
+loop of nn.Embedding + nn.LSTM + nn.Linear on the same shapes (2x128, embedding 64, batch 64, seq 30)
+and the same kind of batches. Blocks alternate and the order flips every repeat; each figure is a
+median. The headline is each ratio against the bare loop (target for scratch fused: >= 1.0).
 
     .venv/bin/python bench/charlm_speed.py [--data-dir ../shared/data] [--threads 1]
 """
@@ -64,6 +66,7 @@ def main() -> None:
     task = TextTask(TextConfig(data_dir=args.data_dir, seq_len=SEQ), torch.device("cpu"), seed=0)
     vocab = len(task.vocab)
     cfg = TrainConfig(optimizer="adam", lr=2e-3, max_norm=5.0, batch_size=BATCH, schedule="step")
+    bf16 = TrainConfig(optimizer="adam", lr=2e-3, max_norm=5.0, batch_size=BATCH, schedule="step", precision="bf16")
 
     bare = BareLM(vocab)
     bare_opt = torch.optim.Adam(bare.parameters(), lr=2e-3)
@@ -78,9 +81,16 @@ def main() -> None:
             bare_opt.step()
 
     trainers = {}
-    for backend in ("torch", "scratch"):
-        model = CharLSTM(vocab, CharLSTMConfig(EMBED, HIDDEN, LAYERS, backend=backend))
-        trainers[backend] = Trainer(model, task, cfg)
+    names = ("torch", "scratch", "scratch-autograd", "torch-bf16", "scratch-bf16")
+    for name, backend, impl, train_cfg in (
+        ("torch", "torch", "fused", cfg),
+        ("scratch", "scratch", "fused", cfg),
+        ("scratch-autograd", "scratch", "autograd", cfg),
+        ("torch-bf16", "torch", "fused", bf16),
+        ("scratch-bf16", "scratch", "fused", bf16),
+    ):
+        model = CharLSTM(vocab, CharLSTMConfig(EMBED, HIDDEN, LAYERS, backend=backend, scratch_impl=impl))
+        trainers[name] = Trainer(model, task, train_cfg)
 
     def trainer_block(trainer: Trainer) -> Callable[[], None]:
         def run() -> None:
@@ -89,10 +99,10 @@ def main() -> None:
 
         return run
 
-    blocks = [bare_block, trainer_block(trainers["torch"]), trainer_block(trainers["scratch"])]
+    blocks = [bare_block, *(trainer_block(trainers[name]) for name in names)]
     for block in blocks:
         block()  # warm-up
-    bare_s, torch_s, scratch_s = median_block_times(blocks, args.repeats)
+    bare_s, torch_s, scratch_s, autograd_s, torch_bf16_s, scratch_bf16_s = median_block_times(blocks, args.repeats)
     chars = args.steps * BATCH * SEQ
     print(
         f"torch {torch.__version__}, {args.threads} thread(s); 2x{HIDDEN}, embedding {EMBED}, batch {BATCH}, "
@@ -101,7 +111,16 @@ def main() -> None:
     print("training                 chars/s   vs bare nn.LSTM loop")
     print(f"  bare nn.LSTM loop   {chars / bare_s:>10,.0f}   1.00")
     print(f"  charlstm torch      {chars / torch_s:>10,.0f}   {bare_s / torch_s:.2f}")
-    print(f"  charlstm scratch    {chars / scratch_s:>10,.0f}   {bare_s / scratch_s:.2f}")
+    print(f"  charlstm scratch    {chars / scratch_s:>10,.0f}   {bare_s / scratch_s:.2f}   (scratch_impl fused)")
+    print(f"  scratch autograd    {chars / autograd_s:>10,.0f}   {bare_s / autograd_s:.2f}   (scratch_impl autograd)")
+    print(
+        f"  torch, bf16         {chars / torch_bf16_s:>10,.0f}   {bare_s / torch_bf16_s:.2f}   "
+        f"({torch_s / torch_bf16_s:.2f}x fp32)"
+    )
+    print(
+        f"  scratch, bf16       {chars / scratch_bf16_s:>10,.0f}   {bare_s / scratch_bf16_s:.2f}   "
+        f"({scratch_s / scratch_bf16_s:.2f}x fp32)"
+    )
 
     model = trainers["torch"].model.eval()
     print("\nsampling (torch backend, temperature 1)   chars/s")

@@ -5,6 +5,21 @@ cross-entropy on the last step, backward, ``clip_grad_norm_`` to 10 and an RMSpr
 
     rnn   rnnkit.models.rnn.VanillaRNN   vs  torch.nn.RNN(tanh) + torch.nn.Linear on the last hidden state
     lstm  rnnkit.models.lstm.LSTM        vs  torch.nn.LSTM + torch.nn.Linear on the last hidden state
+          (its default impl, "fused")
+
+A second table puts the LSTM step against its hardware limit, four blocks interleaved per length:
+
+    floor     the step's matrix multiplications alone, into preallocated outputs: the input projection
+              (seq*batch, 10) x (10, 4h) plus bias and the read-out (batch, h) x (h, 10); per time step
+              forward h_{t-1} W_hh^T (batch, h) x (h, 4h); per time step backward the two products
+              da_t W_hh (batch, 4h) x (4h, h) and dW_hh += da_t^T h_{t-1} (4h, batch) x (batch, h);
+              the read-out's two and the input projection's weight gradient x^T dx_proj. No
+              elementwise work, no loss, no optimiser: what no implementation can go below.
+    fused     rnnkit's lstm, impl="fused" (rnnkit.models.lstm_function: hand-derived backward)
+    autograd  rnnkit's lstm, impl="autograd" (lstm_cell in a loop through autograd: the reference)
+    torch     torch.nn.LSTM + torch.nn.Linear
+
+and reports fused/floor (target <= 1.5) and fused/torch (target <= 0.75).
 
 Both sides of a pair train on the same pre-drawn batches, are warmed up first, and are timed in
 alternating blocks (the order flips every repeat) so machine noise hits both alike; each number is
@@ -15,9 +30,9 @@ A second section shows why the models take their steps with ``unbind``: the back
 loop that reads ``x_proj[:, t]`` (each slice's backward writes a full-size zero gradient, so backward
 grows as T^2) against the same loop over ``x_proj.unbind(1)`` (one gradient for all steps).
 
-Run (CPU, one thread by default):
+Run (CPU, one thread by default; ``--clock cpu`` times blocks by CPU time, steadier on a shared machine):
 
-    .venv/bin/python bench/palindrome_step.py
+    .venv/bin/python bench/palindrome_step.py [--clock cpu]
 """
 
 from __future__ import annotations
@@ -40,6 +55,11 @@ from rnnkit.models.lstm import LSTM, lstm_cell
 from rnnkit.models.rnn import VanillaRNN
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+
+#: The clock every block is timed with: wall time by default; ``--clock cpu`` (this thread's CPU time)
+#: leaves out the time the process waits for a core, which on a machine shared with other work is
+#: most of the noise.
+clock: Callable[[], float] = time.perf_counter
 
 
 class TorchRNN(nn.Module):
@@ -118,15 +138,98 @@ def bench_pair(
 
     def block(step: Callable[[Batch], None]) -> Callable[[], float]:
         def run() -> float:
-            start = time.perf_counter()
+            start = clock()
             for batch in batches:
                 step(batch)
-            return time.perf_counter() - start
+            return clock() - start
 
         return run
 
     scratch_ms, torch_ms = interleaved_ms([block(s) for s in steps], len(batches), repeats)
     return Row(length, name, scratch_ms, torch_ms)
+
+
+class MatmulFloor:
+    """The matrix products of one palindrome LSTM training step and nothing else (see the module doc).
+
+    Called like a training step on a batch; every product writes into a preallocated buffer, so the
+    time is the products' alone. The hidden state and gate gradients are random: only shapes matter.
+    """
+
+    def __init__(self, hidden: int, batch: int, seq: int) -> None:
+        g = 4 * hidden
+        self.seq = seq
+        self.W_hh, self.W_ih, self.b = torch.randn(g, hidden) * 0.1, torch.randn(g, NUM_DIGITS), torch.zeros(g)
+        self.W_p, self.b_p = torch.randn(NUM_DIGITS, hidden), torch.zeros(NUM_DIGITS)
+        self.x_proj = torch.empty(seq * batch, g)  # (seq*batch, 4h)
+        self.h = torch.randn(seq + 1, batch, hidden)  # h0 .. h_seq
+        self.gates = torch.empty(batch, g)  # (batch, 4h)
+        self.da = torch.randn(batch, g)  # (batch, 4h)
+        self.dh = torch.empty(batch, hidden)
+        self.dW_hh, self.dW_ih = torch.zeros(g, hidden), torch.empty(NUM_DIGITS, g)
+        self.logits, self.dlogits = torch.empty(batch, NUM_DIGITS), torch.randn(batch, NUM_DIGITS)
+        self.dW_p = torch.empty(NUM_DIGITS, hidden)
+
+    def __call__(self, batch: Batch) -> None:
+        x = batch[0].transpose(0, 1).reshape(-1, NUM_DIGITS)  # (seq*batch, 10)
+        torch.addmm(self.b, x, self.W_ih.t(), out=self.x_proj)
+        x_proj, W_t = self.x_proj.view(self.seq, -1, self.W_hh.shape[0]), self.W_hh.t()
+        for t in range(self.seq):
+            torch.addmm(x_proj[t], self.h[t], W_t, out=self.gates)
+        torch.addmm(self.b_p, self.h[-1], self.W_p.t(), out=self.logits)
+        torch.mm(self.dlogits.t(), self.h[-1], out=self.dW_p)
+        torch.mm(self.dlogits, self.W_p, out=self.dh)
+        for t in range(self.seq - 1, -1, -1):
+            torch.mm(self.da, self.W_hh, out=self.dh)
+            self.dW_hh.addmm_(self.da.t(), self.h[t])
+        torch.mm(x.t(), self.x_proj, out=self.dW_ih)
+
+
+@dataclass
+class FloorRow:
+    length: int
+    floor_ms: float
+    fused_ms: float
+    autograd_ms: float
+    torch_ms: float
+
+    @property
+    def ratios(self) -> dict[str, float]:
+        return {
+            "fused/floor": self.fused_ms / self.floor_ms,
+            "fused/torch": self.fused_ms / self.torch_ms,
+            "autograd/torch": self.autograd_ms / self.torch_ms,
+        }
+
+
+def bench_floor(hidden: int, batches: list[Batch], length: int, warmup: int, repeats: int) -> FloorRow:
+    """ms/step of the matmul floor, the lstm fused and autograd, and torch.nn.LSTM, interleaved."""
+    torch.manual_seed(0)
+    fused = LSTM(NUM_DIGITS, hidden, NUM_DIGITS, impl="fused")
+    autograd = LSTM(NUM_DIGITS, hidden, NUM_DIGITS, impl="autograd")
+    autograd.load_state_dict(fused.state_dict())
+    x = batches[0][0]
+    steps: list[Callable[[Batch], None]] = [
+        MatmulFloor(hidden, x.shape[0], x.shape[1]),
+        make_step(fused),
+        make_step(autograd),
+        make_step(TorchLSTM(hidden)),
+    ]
+    for step in steps:
+        for i in range(warmup):
+            step(batches[i % len(batches)])
+
+    def block(step: Callable[[Batch], None]) -> Callable[[], float]:
+        def run() -> float:
+            start = clock()
+            for batch in batches:
+                step(batch)
+            return clock() - start
+
+        return run
+
+    floor_ms, fused_ms, autograd_ms, torch_ms = interleaved_ms([block(s) for s in steps], len(batches), repeats)
+    return FloorRow(length, floor_ms, fused_ms, autograd_ms, torch_ms)
 
 
 def lstm_loop_sliced(x_proj: torch.Tensor, W_gh_t: torch.Tensor, hidden: int) -> torch.Tensor:
@@ -157,9 +260,9 @@ def bench_unbind(hidden: int, batch: Batch, calls: int, repeats: int) -> tuple[f
             h = loop(x_proj, model.W_gh.t(), hidden)
             loss = F.cross_entropy(torch.addmm(model.b_p, h, model.W_ph.t()), y)
             model.zero_grad(set_to_none=True)
-            start = time.perf_counter()
+            start = clock()
             loss.backward()
-            seconds += time.perf_counter() - start
+            seconds += clock() - start
         return seconds
 
     loops = [lstm_loop_sliced, lstm_loop_unbind]
@@ -179,17 +282,21 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     parser.add_argument("--unbind-length", type=int, default=35, help="T of the slicing-vs-unbind section")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="time blocks by wall or CPU time")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args()
+    global clock
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
     lengths = [int(t) for t in args.lengths.split(",")]
     print(
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, threads {args.threads}, "
         f"hidden {args.hidden}, batch {args.batch}, {args.steps} steps x {args.repeats} repeats (median), "
-        f"{args.warmup} warm-up steps"
+        f"{args.warmup} warm-up steps, {args.clock} clock"
     )
 
     rows: list[Row] = []
+    floor_rows: list[FloorRow] = []
     for length in lengths:
         task = PalindromeTask(PalindromeConfig(length=length), torch.device("cpu"), seed=0)
         batches = [task.train_batch(args.batch) for _ in range(args.steps)]
@@ -200,10 +307,23 @@ def main() -> None:
         ]
         for name, scratch, baseline in pairs:
             rows.append(bench_pair(name, scratch, baseline, batches, length, args.warmup, args.repeats))
+        floor_rows.append(bench_floor(args.hidden, batches, length, args.warmup, args.repeats))
 
     print(f"\n{'T':>4}  {'model':<6} {'scratch ms/step':>16} {'torch ms/step':>14} {'scratch/torch':>14}")
     for row in rows:
         print(f"{row.length:>4}  {row.model:<6} {row.scratch_ms:>16.2f} {row.torch_ms:>14.2f} {row.ratio:>14.2f}")
+
+    print("\nLSTM step against the matmul floor (ms/step; targets: fused/floor <= 1.5, fused/torch <= 0.75)")
+    print(
+        f"{'T':>4}  {'floor':>7} {'fused':>7} {'autograd':>9} {'torch':>7}  "
+        f"{'fused/floor':>11} {'fused/torch':>11} {'autograd/torch':>14}"
+    )
+    for fr in floor_rows:
+        r = fr.ratios
+        print(
+            f"{fr.length:>4}  {fr.floor_ms:>7.2f} {fr.fused_ms:>7.2f} {fr.autograd_ms:>9.2f} {fr.torch_ms:>7.2f}  "
+            f"{r['fused/floor']:>11.2f} {r['fused/torch']:>11.2f} {r['autograd/torch']:>14.2f}"
+        )
 
     task = PalindromeTask(PalindromeConfig(length=args.unbind_length), torch.device("cpu"), seed=0)
     torch.manual_seed(0)
@@ -218,6 +338,7 @@ def main() -> None:
             "torch": torch.__version__,
             "args": vars(args),
             "steps": [asdict(row) | {"ratio": row.ratio} for row in rows],
+            "lstm_floor": [asdict(fr) | fr.ratios for fr in floor_rows],
             "unbind": {
                 "length": args.unbind_length,
                 "sliced_ms": sliced_ms,

@@ -242,6 +242,7 @@ def train_once(spec: GCNSpec, impl: str, seed: int, out_dir: Path) -> dict[str, 
         "val_accuracy": final["best_val_accuracy"],
         "best_epoch": timer.best_epoch,
         "epoch_seconds": timer.seconds,
+        "epoch_ms_median": 1e3 * statistics.median(timer.seconds),
         "parameters": meta["parameters"],
         "run_dir": meta["run_dir"],
     }

@@ -126,6 +126,28 @@ class NodeClassification(ModelKind):
         return logits
 
 
+@dataclass(frozen=True)
+class NodeSequenceClassification(ModelKind):
+    """Snapshots of node features on a fixed graph in, logits for every node's next state out."""
+
+    batch: int = 2
+    steps: int = 4
+    #: a path of six nodes, each edge in both directions: (2, edges)
+    edges: tuple[tuple[int, ...], tuple[int, ...]] = ((0, 1, 1, 2, 2, 3, 3, 4, 4, 5), (1, 0, 2, 1, 3, 2, 4, 3, 5, 4))
+    nodes: int = 6
+
+    def tiny_inputs(self, dims: Mapping[str, int]) -> tuple[Any, ...]:
+        import torch
+
+        x = torch.randn(self.batch, self.steps, self.nodes, dims["num_features"])  # (batch, steps, nodes, features)
+        return x, torch.tensor(self.edges)
+
+    def check_output(self, output: Any, dims: Mapping[str, int], name: str) -> Any:
+        logits = _logits(output, name, self.name)
+        _check_shape(logits, (self.batch, self.nodes, dims["num_classes"]), name)
+        return logits
+
+
 KINDS: dict[str, ModelKind] = {
     kind.name: kind
     for kind in (
@@ -157,6 +179,18 @@ KINDS: dict[str, ModelKind] = {
             tiny_dims={"num_features": 5, "num_classes": 3},
             default_dims={"num_features": 1433, "num_classes": 7},
             default_dims_note="graph models on Cora ({num_features:,} features, {num_classes} classes)",
+        ),
+        NodeSequenceClassification(
+            name="node-sequence-classification",
+            description="every node's next state classified from snapshots of node features on a fixed graph",
+            dims=("num_features", "num_classes"),
+            signature=(
+                "model(x: (batch, steps, nodes, num_features) float, edge_index: (2, edges) int64) "
+                "-> logits (batch, nodes, num_classes) for the step after the last"
+            ),
+            tiny_dims={"num_features": 3, "num_classes": 3},
+            default_dims={"num_features": 2, "num_classes": 2},
+            default_dims_note="epidemic sequences ({num_features} node states in, {num_classes} out)",
         ),
     )
 }

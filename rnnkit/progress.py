@@ -6,6 +6,8 @@ The bars are off when stderr is not a terminal or when switched off (``--no-prog
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +16,12 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskProgressColumn,
     TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
 )
+from rich.text import Text
 
 from rnnkit.rundir import is_locked, latest_record
 from rnnkit.spec import RunSpec
@@ -31,8 +34,84 @@ def progress_enabled(requested: bool = True) -> bool:
     return requested and stderr_console.is_terminal
 
 
+class LabelledElapsed(ProgressColumn):
+    """The time since the bar started, labelled: ``elapsed 0:01:02``."""
+
+    def render(self, task: Task) -> Text:
+        elapsed = task.finished_time if task.finished else task.elapsed
+        shown = "-:--:--" if elapsed is None else str(timedelta(seconds=max(0, int(elapsed))))
+        return Text(f"elapsed {shown}", style="progress.elapsed")
+
+
+class LabelledRemaining(ProgressColumn):
+    """The time left to the step budget at the current speed, labelled: ``left 0:03:10``. When the run
+    may stop before its budget (early stop, plateau: the task field ``stops_early``), the time is an
+    upper bound and shown as ``left ≤0:03:10``."""
+
+    max_refresh = 0.5
+
+    def render(self, task: Task) -> Text:
+        remaining = task.time_remaining
+        shown = "-:--:--" if remaining is None else str(timedelta(seconds=max(0, int(remaining))))
+        bound = "≤" if task.fields.get("stops_early", True) and not task.finished else ""
+        return Text(f"left {bound}{shown}", style="progress.remaining")
+
+
+def may_stop_early(cfg: Any) -> bool:
+    """Whether a run under TrainConfig ``cfg`` may end before ``max_steps`` (early stop or plateau on)."""
+    return bool(cfg.early_stop.threshold > 0 or cfg.plateau.patience > 0)
+
+
+def evaluation_text(metrics: dict[str, float]) -> str:
+    """The latest validation figures as the bar shows them: loss, then bits per character where the task
+    has them (text), else accuracy."""
+    shown = f"val loss {metrics['loss']:.4f}" if "loss" in metrics else "val"
+    if "bpc" in metrics:
+        shown += f" bpc {metrics['bpc']:.3f}"
+    elif "accuracy" in metrics:
+        shown += f" acc {metrics['accuracy']:.3f}"
+    return shown
+
+
+class _BarWithLines(Progress):
+    """A progress bar with lines of text below it, so that the bar's own line stays short enough for an
+    80-column terminal: ``lines_of(task)`` gives each task's lines (the training figures; the runs of a
+    sweep in flight)."""
+
+    def __init__(self, *columns: Any, lines_of: Callable[[Task], list[str]], **kwargs: Any) -> None:
+        super().__init__(*columns, expand=False, **kwargs)
+        self.lines_of = lines_of
+
+    def get_renderables(self) -> Any:
+        yield self.make_tasks_table(self.tasks)
+        for task in self.tasks:
+            for line in self.lines_of(task):
+                yield Text(line, style="progress.data.speed", no_wrap=True, overflow="ellipsis")
+
+
+def _training_figures(unit: str) -> Callable[[Task], list[str]]:
+    """The line below a training bar: training loss and accuracy, the latest validation, the speed."""
+
+    def lines(task: Task) -> list[str]:
+        fields = task.fields
+        line = f"  loss {fields['loss']:.4f}  acc {fields['acc']:.3f}"
+        if fields.get("val"):
+            line += f"  ·  {fields['val']}"
+        return [f"{line}  ·  {fields['rate']:,.0f} {unit}/s"]
+
+    return lines
+
+
+def _field_lines(task: Task) -> list[str]:
+    return list(task.fields.get("lines", ()))
+
+
 class TrainingProgress(Callback):
-    """A training callback: one bar with loss, accuracy and steps/s, updated every step."""
+    """A training callback: one bar with the training loss, accuracy and speed, updated every step, the
+    validation loss (and bpc) once evaluated, and the time elapsed and left, labelled.
+
+    ``stops_early``: whether the run may stop before ``total_steps`` (early stop or plateau on: then
+    the time left is shown as an upper bound, ``≤``; ``may_stop_early`` tells it from a TrainConfig)."""
 
     def __init__(
         self,
@@ -41,6 +120,7 @@ class TrainingProgress(Callback):
         enabled: bool = True,
         start: int = 0,
         units: tuple[str, int] | None = None,
+        stops_early: bool = True,
     ) -> None:
         self.enabled = progress_enabled(enabled)
         self.start = start
@@ -48,27 +128,36 @@ class TrainingProgress(Callback):
         self.progress: Progress | None = None
         self.total = total_steps
         self.description = description
+        self.stops_early = stops_early
         self.task_id: Any = None
+
+    @property
+    def console(self) -> Console:
+        """The console the bar draws on: print through it (``console.print``) to write a line above the bar."""
+        return self.progress.console if self.progress is not None else stderr_console
 
     def __enter__(self) -> TrainingProgress:
         if self.enabled:
-            self.progress = Progress(
+            self.progress = _BarWithLines(
                 TextColumn("[bold]{task.description}"),
-                BarColumn(),
+                BarColumn(bar_width=40),
                 MofNCompleteColumn(),
-                TextColumn(
-                    "loss {task.fields[loss]:.4f}  acc {task.fields[acc]:.3f}  {task.fields[rate]:,.0f} "
-                    + self.unit
-                    + "/s"
-                ),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
+                LabelledElapsed(),
+                LabelledRemaining(),
                 console=stderr_console,
                 transient=False,
+                lines_of=_training_figures(self.unit),
             )
             self.progress.start()
             self.task_id = self.progress.add_task(
-                self.description, total=self.total, completed=self.start, loss=float("nan"), acc=0.0, rate=0.0
+                self.description,
+                total=self.total,
+                completed=self.start,
+                loss=float("nan"),
+                acc=0.0,
+                rate=0.0,
+                val="",
+                stops_early=self.stops_early,
             )
         return self
 
@@ -85,6 +174,10 @@ class TrainingProgress(Callback):
                 acc=stats.accuracy,
                 rate=stats.steps_per_s * self.per_step,
             )
+
+    def on_eval(self, trainer: Any, metrics: dict[str, float]) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task_id, val=evaluation_text(metrics))
 
 
 class TrainingReport(Callback):
@@ -113,16 +206,17 @@ class CountProgress:
     def __init__(self, total: int, description: str, enabled: bool = True) -> None:
         self.progress: Progress | None = None
         if progress_enabled(enabled):
-            self.progress = Progress(
+            self.progress = _BarWithLines(
                 TextColumn("[bold]{task.description}"),
-                BarColumn(),
+                BarColumn(bar_width=40),
                 MofNCompleteColumn(),
                 TaskProgressColumn(),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
+                LabelledElapsed(),
+                LabelledRemaining(),
                 console=stderr_console,
+                lines_of=_field_lines,
             )
-            self.task_id = self.progress.add_task(description, total=total)
+            self.task_id = self.progress.add_task(description, total=total, stops_early=False)
 
     def __enter__(self) -> CountProgress:
         if self.progress is not None:
@@ -166,6 +260,8 @@ class SweepProgress(CountProgress):
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2 * self.every)
+        if self.progress is not None:
+            self.progress.update(self.task_id, lines=[])  # nothing is in flight any more
         super().__exit__(*exc)
 
     def finished(self, run_dir: Path) -> None:
@@ -192,6 +288,8 @@ class SweepProgress(CountProgress):
     def _watch(self) -> None:
         while not self._stop.wait(self.every):
             lines = self.in_flight()
-            shown = "\n".join(["", *lines[:8], *([f"... and {len(lines) - 8} more"] if len(lines) > 8 else [])])
+            shown = [f"  {line}" for line in lines[:8]] + (
+                [f"  ... and {len(lines) - 8} more"] if len(lines) > 8 else []
+            )
             if self.progress is not None:
-                self.progress.update(self.task_id, description=f"runs{shown}")
+                self.progress.update(self.task_id, lines=shown)

@@ -15,12 +15,13 @@ belongs to another run (each run has an id, recorded in its meta.json and in eve
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
 import uuid
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -43,10 +44,13 @@ from rnnkit.checkpoint import (
     read_meta,
     write_json,
 )
+from rnnkit.dashboards import check_dashboards, close_dashboards, open_dashboards
 from rnnkit.device import resolve_device
+from rnnkit.distributed import Distributed
 from rnnkit.errors import CheckpointError, RnnkitError, RnnkitWarning, RunError, SpecError
 from rnnkit.memory import memory_budget
-from rnnkit.progress import TrainingProgress
+from rnnkit.progress import TrainingProgress, may_stop_early
+from rnnkit.provenance import gather_provenance, mark_ended, resumed_provenance
 from rnnkit.registry import get_model
 from rnnkit.rundir import CONFIG_FILE, METRICS_FILE, RunLock, claim_new_run_dir
 from rnnkit.spec import RunSpec, parse_yaml_text
@@ -114,8 +118,11 @@ def saved_spec(run_dir: Path) -> dict[str, Any] | None:
 
 def spec_differences(saved: dict[str, Any], planned: dict[str, Any], prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two resolved specs. ``out_dir`` is not the run's, and a
-    key the saved spec lacks is a setting added since it was written (its default applied then)."""
-    keys = [k for k in dict.fromkeys([*saved, *planned]) if not (prefix == "" and k == "out_dir") and k in saved]
+    key the saved spec lacks is a setting added since it was written (its default applied then). ``log``
+    (dashboards) changes nothing in the training."""
+    keys = [
+        k for k in dict.fromkeys([*saved, *planned]) if not (prefix == "" and k in ("out_dir", "log")) and k in saved
+    ]
     diffs = []
     for key in keys:
         a, b = saved.get(key), planned.get(key)
@@ -185,6 +192,7 @@ def train_run(
     threads: int | None = None,
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
+    distributed: bool = False,
 ) -> dict[str, Any]:
     """Train ``spec``; returns the run's metadata (status, steps, accuracies, seconds, ``run_dir``).
 
@@ -195,23 +203,50 @@ def train_run(
     continues to ``spec.train.max_steps`` exactly as if it had never stopped. On Ctrl-C the state so
     far is saved with status ``interrupted`` and RunInterrupted is raised; on an error the run's
     record says ``failed`` (its last checkpoint stays resumable) and the error propagates.
+
+    With ``distributed``, this process is one rank of a torchrun group (``rnnkit.distributed``): rank 0
+    does all of the above, the other ranks train beside it and write nothing.
     """
+    check_dashboards(spec)  # a dashboard that is not installed: before anything is written
     if threads:
         torch.set_num_threads(threads)
-    device, task, model = build_run(spec)
+    group = Distributed.from_environment(resolve_device(spec.device)) if distributed else None
+    try:
+        if group is not None and not group.is_main:
+            return _follow(spec, group)
+        return _lead(spec, run_dir, progress, resume, list(callbacks), group)
+    finally:
+        if group is not None:
+            group.close()
+
+
+def _lead(
+    spec: RunSpec,
+    run_dir: Path | RunLock | None,
+    progress: bool,
+    resume: bool,
+    callbacks: list[Callback],
+    group: Distributed | None,
+) -> dict[str, Any]:
+    """The run in this process, or as rank 0 of a group: it owns and writes the run directory."""
+    device, task, model = build_run(spec, group)
     owned = not isinstance(run_dir, RunLock)  # a lock the caller holds stays held
-    lock = _own(spec, run_dir)
+    with _errors_shared(group):
+        lock = _own(spec, run_dir)
     try:
         run_dir = lock.path
-        clean_unpublished(run_dir)
-        base_meta = run_meta(spec, task, model, device)
-        trainer = Trainer(model, task, spec.train)
-        if resume:
-            base_meta["run_id"] = restore(run_dir, spec, model, trainer, base_meta, device)
-        else:
-            base_meta["run_id"] = _start_fresh(run_dir, spec)
+        trainer = Trainer(model, task, spec.train, distributed=group)
+        with _errors_shared(group):
+            clean_unpublished(run_dir)
+            base_meta = run_meta(spec, task, model, device, group)
+            if resume:
+                base_meta["run_id"], restored = restore(run_dir, spec, model, trainer, base_meta, device)
+            else:
+                base_meta["run_id"], restored = _start_fresh(run_dir, spec), None
+        if group is not None:
+            group.broadcast({"error": "", "run_dir": str(run_dir), "state": restored})
         try:
-            return _train(spec, run_dir, model, task, trainer, base_meta, progress, list(callbacks))
+            return _train(spec, run_dir, model, task, trainer, base_meta, progress, callbacks)
         except RnnkitError as exc:
             _record_failure(run_dir, base_meta, trainer.step, str(exc))
             raise
@@ -225,20 +260,63 @@ def train_run(
             lock.release()
 
 
-def build_run(spec: RunSpec) -> tuple[torch.device, Task, torch.nn.Module]:
+@contextlib.contextmanager
+def _errors_shared(group: Distributed | None) -> Iterator[None]:
+    """Rank 0's setup: an error it raises is sent to the other ranks (waiting for the setup), which
+    then stop with the same message instead of waiting for a rank that has gone."""
+    try:
+        yield
+    except RnnkitError as exc:
+        if group is not None:
+            group.broadcast({"error": str(exc)})
+        raise
+
+
+class RankFollower(Callback):
+    """A rank other than 0: takes part in the state gathering of each checkpoint that rank 0 saves."""
+
+    def on_checkpoint(self, trainer: Trainer) -> None:
+        trainer.state_dict()
+
+
+def _follow(spec: RunSpec, group: Distributed) -> dict[str, Any]:
+    """A rank other than 0: trains beside rank 0 on its own batches and writes nothing; rank 0 tells
+    it the run directory and, on resume, the trainer state (DDP copies rank 0's weights)."""
+    _, task, model = build_run(spec, group)
+    trainer = Trainer(model, task, spec.train, callbacks=[RankFollower()], distributed=group)
+    setup = group.broadcast(None)
+    if setup["error"]:
+        raise RunError(setup["error"])
+    if setup["state"] is not None:
+        trainer.load_state_dict(setup["state"])
+    result = trainer.run()
+    trainer.state_dict()  # rank 0's last checkpoint gathers this rank's state
+    if result.status == "interrupted":
+        raise RunInterrupted(Path(setup["run_dir"]), result.steps)
+    return {**result.to_dict(), "run_dir": setup["run_dir"], "rank": group.rank}
+
+
+def build_run(spec: RunSpec, group: Distributed | None = None) -> tuple[torch.device, Task, torch.nn.Module]:
     """The device, the task (its data loaded) and the model of ``spec``, seeded; the memory the run
-    needs is checked against ``train.max_memory_gb`` before the model is built. Nothing is written."""
+    needs is checked against ``train.max_memory_gb`` before the model is built. Nothing is written.
+    In a torchrun ``group``, the task draws with this rank's seed and the device is this rank's."""
     device = resolve_device(spec.device)
+    task_seed = spec.seed
+    if group is not None:
+        device, task_seed = group.device(device), group.rank_seed(spec.seed)
     task_type = TASK_TYPES[spec.task_name]
     model_def = get_model(spec.model_name, task_type.kind)
     torch.manual_seed(spec.seed)
-    task = task_type(spec.task, device, spec.seed)  # loads data: fails before anything is written
+    task = task_type(spec.task, device, task_seed)  # loads data: fails before anything is written
     task.check_memory(model_def, spec.model, spec.train.batch_size, memory_budget(spec.train.max_memory_gb, device))
     return device, task, model_def.build(spec.model, **task.dims).to(device)
 
 
-def run_meta(spec: RunSpec, task: Task, model: torch.nn.Module, device: torch.device) -> dict[str, Any]:
-    """What every checkpoint's meta.json says of the run besides its progress."""
+def run_meta(
+    spec: RunSpec, task: Task, model: torch.nn.Module, device: torch.device, group: Distributed | None = None
+) -> dict[str, Any]:
+    """What every checkpoint's meta.json says of the run besides its progress (and, for a torchrun
+    run, how many processes trained it)."""
     return {
         "rnnkit_version": __version__,
         "model": spec.model_name,
@@ -249,7 +327,9 @@ def run_meta(spec: RunSpec, task: Task, model: torch.nn.Module, device: torch.de
         "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "device": str(device),
         "spec": spec.to_dict(),
+        "provenance": gather_provenance(device, spec.source),
         **task.meta(),
+        **({"processes": group.world_size} if group is not None else {}),
     }
 
 
@@ -283,9 +363,10 @@ def _start_fresh(run_dir: Path, spec: RunSpec) -> str:
 
 def restore(
     run_dir: Path, spec: RunSpec, model: torch.nn.Module, trainer: Trainer, base_meta: dict[str, Any], device: Any
-) -> str:
+) -> tuple[str, dict[str, Any]]:
     """Load the newest complete checkpoint of ``run_dir`` into ``model`` and ``trainer``, after checking
-    that it is this run's, that its parts agree and that there is training left; returns the run id."""
+    that it is this run's, that its parts agree and that there is training left; returns the run id
+    and the trainer state it loaded."""
     directory = checkpoint_dir(run_dir)
     if directory is None:
         raise RunError(
@@ -296,6 +377,7 @@ def restore(
     state = load_state(directory / STATE_FILE)
     trainer_state = state.get("trainer", state)  # rnnkit 0.1 saved the trainer's state alone
     record_id = read_record(run_dir).get("run_id")
+    base_meta["provenance"] = resumed_provenance(base_meta.get("provenance"), read_record(run_dir).get("provenance"))
     run_id = str(saved.get("run_id") or record_id or uuid.uuid4().hex)
     for where, other in (("the run's meta.json", record_id), (STATE_FILE, state.get("run_id"))):
         if other is not None and saved.get("run_id") is not None and other != saved["run_id"]:
@@ -333,7 +415,7 @@ def restore(
         trainer.stopping = None  # a finished run given more steps trains on
     _truncate_metrics(run_dir / METRICS_FILE, trainer.step)
     atomic_write_text(run_dir / CONFIG_FILE, spec.to_yaml())
-    return run_id
+    return run_id, trainer_state
 
 
 def _train(
@@ -349,6 +431,8 @@ def _train(
     resumed = trainer.step > 0 or trainer.eval_pending or trainer.stopping is not None
     for cb in callbacks:
         cb.on_start(spec, run_dir, resumed)
+    dashboards = open_dashboards(spec, run_dir, resumed, step=trainer.step, run_id=base_meta["run_id"])
+    callbacks = [*callbacks, *dashboards]
     checkpointer = Checkpointer(run_dir, model, base_meta)
     metrics = MetricsWriter(run_dir / METRICS_FILE)
     try:
@@ -358,12 +442,14 @@ def _train(
             enabled=progress,
             start=trainer.step,
             units=task.units_per_step(spec.train.batch_size),
+            stops_early=may_stop_early(spec.train),
         ) as bar:
             trainer.callbacks = [metrics, bar, checkpointer, *callbacks]
             result = trainer.run()
     finally:
         metrics.close()
-    meta = {**base_meta, **result.to_dict()}
+        close_dashboards(dashboards)
+    meta = {**mark_ended(base_meta), **result.to_dict()}
     checkpointer.save(trainer, meta)
     if result.status == "interrupted":
         raise RunInterrupted(run_dir, result.steps, meta)
@@ -373,7 +459,7 @@ def _train(
 def _record_failure(run_dir: Path, base_meta: dict[str, Any], step: int, error: str) -> None:
     """Mark the run failed in its record; its last checkpoint, if any, stays as it is (resumable)."""
     try:
-        write_json(run_dir / META_FILE, {**base_meta, "status": "failed", "steps": step, "error": error})
+        write_json(run_dir / META_FILE, {**mark_ended(base_meta), "status": "failed", "steps": step, "error": error})
     except OSError:
         pass  # the disk that failed the run may refuse this too; the error itself still propagates
 

@@ -143,12 +143,14 @@ def _float_grid(key: str, start: float, stop: float, points: int, log: bool) -> 
 
 def label(key: str, keys: list[str]) -> str:
     """The column (and directory) name of swept ``key``: ``model``, ``length``, else its last dotted
-    part unless another swept key ends the same way."""
+    part unless another swept key ends the same way or it names a results column (``task.steps``
+    is not ``steps``, the training steps)."""
     if key in LABELS:
         return LABELS[key]
     last = key.rsplit(".", 1)[-1]
     clash = [k for k in keys if k != key and (LABELS.get(k) or k.rsplit(".", 1)[-1]) == last]
-    return key if clash else last
+    taken = last in (*LEAD_COLUMNS, *TAIL_COLUMNS) or last.startswith("eval_")
+    return key if clash or taken else last
 
 
 def _format(value: Any) -> str:
@@ -156,9 +158,24 @@ def _format(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]", "-", text)[:40]
 
 
+#: Settings added after sweeps began naming runs by a hash, with their defaults: a setting at its
+#: default is left out of the hash, so a sweep directory made before it existed keeps its run names
+#: (its finished runs are found and skipped, not trained again).
+LATER_SETTINGS = {
+    ("train", "precision"): "fp32",
+    ("train", "eval_chars"): 1_000_000,
+    ("model", "impl"): "fused",
+    ("model", "scratch_impl"): "fused",
+}
+
+
 def spec_hash(spec: RunSpec) -> str:
-    """Eight hex digits of a sha256 of the resolved spec, its name and output folder left out."""
-    data = {k: v for k, v in spec.to_dict().items() if k not in ("name", "out_dir")}
+    """Eight hex digits of a sha256 of the resolved spec; its name, output folder and dashboards
+    (``log``, which change nothing in the training) left out, and ``LATER_SETTINGS`` at their defaults."""
+    data = {k: v for k, v in spec.to_dict().items() if k not in ("name", "out_dir", "log")}
+    for (section, key), default in LATER_SETTINGS.items():
+        if data.get(section, {}).get(key, default) == default:
+            data[section] = {k: v for k, v in data[section].items() if k != key}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 

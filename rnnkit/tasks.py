@@ -6,9 +6,10 @@ names its config dataclass and the model kind its models must be.
 
 from __future__ import annotations
 
+from rnnkit.data.epidemic_task import EpidemicTask
 from rnnkit.data.graph_task import GraphTask
 from rnnkit.data.palindrome import PalindromeTask
 from rnnkit.data.text_task import TextTask
 from rnnkit.task import Task
 
-TASK_TYPES: dict[str, type[Task]] = {task.name: task for task in (PalindromeTask, TextTask, GraphTask)}
+TASK_TYPES: dict[str, type[Task]] = {task.name: task for task in (PalindromeTask, TextTask, GraphTask, EpidemicTask)}

@@ -13,6 +13,7 @@ remembered as pending and done first on resume, with the random state it would h
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import threading
@@ -25,6 +26,8 @@ from typing import Any
 
 import torch
 
+from rnnkit.distributed import Distributed
+from rnnkit.errors import RunError
 from rnnkit.spec import RunSpec, TrainConfig
 from rnnkit.task import EvalBudget, Task
 
@@ -181,15 +184,36 @@ class StoppingPolicy:
         self.plateau_best, self.plateau_step = float(state["plateau"][0]), int(state["plateau"][1])
 
 
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The context a forward pass runs in: bf16 autocast for ``precision="bf16"`` (matrix products in
+    bfloat16, reductions and the loss in float32; weights, gradients and optimiser state stay float32),
+    nothing for ``fp32``."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 class Trainer:
-    """Trains ``model`` on fresh batches from ``task`` under ``cfg`` until a stopping rule fires."""
+    """Trains ``model`` on fresh batches from ``task`` under ``cfg`` until a stopping rule fires.
+
+    With ``distributed`` (a torchrun group, see ``rnnkit.distributed``), the model trains wrapped in
+    DistributedDataParallel, every step's statistics and stop requests are agreed between the ranks,
+    and ``state_dict`` gathers each rank's own random state (a collective: every rank calls it).
+    """
 
     def __init__(
-        self, model: torch.nn.Module, task: Task, cfg: TrainConfig, callbacks: Iterable[Callback] = ()
+        self,
+        model: torch.nn.Module,
+        task: Task,
+        cfg: TrainConfig,
+        callbacks: Iterable[Callback] = (),
+        distributed: Distributed | None = None,
     ) -> None:
         self.model = model
         self.task = task
         self.cfg = cfg
+        self.distributed = distributed
+        self.train_model = model  # what training steps call: the model, or its DDP wrapper once running
         self.callbacks = list(callbacks)
         self.optimizer = make_optimizer(model.parameters(), cfg)
         self.scheduler = make_scheduler(self.optimizer, cfg)
@@ -220,7 +244,12 @@ class Trainer:
     # -- state --------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly: optimiser, schedule, RNGs, counters."""
+        """Everything needed to continue exactly: optimiser, schedule, RNGs, counters; in a distributed
+        run also ``ranks``, each rank's own task state and torch RNG (complete on rank 0 only)."""
+        ranks = {}
+        if self.distributed is not None:
+            own = {"task_state": self.task.state_dict(), "torch_rng": torch.get_rng_state()}
+            ranks = {"ranks": self.distributed.gather(own)}
         return {
             "step": self.step,
             "elapsed": self.elapsed,
@@ -228,6 +257,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "task_state": self.task.state_dict(),
+            **ranks,
             "best_eval_loss": self.best_eval_loss,
             **self.stopping_policy.state_dict(),
             "log_sums": dict(self._sums),
@@ -238,7 +268,14 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore ``state_dict``'s output (also the state rnnkit 0.1 saved, whose task part was
-        called ``task_rng``)."""
+        called ``task_rng``). A distributed run's state restores only into as many ranks as saved it."""
+        saved_ranks = len(state.get("ranks") or [None])
+        ranks = self.distributed.world_size if self.distributed is not None else 1
+        if saved_ranks != ranks:
+            how = f"torchrun with {saved_ranks} processes in all" if saved_ranks > 1 else "one process (no torchrun)"
+            raise RunError(f"this run was trained by {saved_ranks} process(es); resume it with {how}")
+        if self.distributed is not None:
+            state = {**state, **state["ranks"][self.distributed.rank]}
         self.step = int(state["step"])
         self.elapsed = float(state["elapsed"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -258,7 +295,8 @@ class Trainer:
     def train_step(self) -> tuple[float, float, float]:
         """One optimisation step on a fresh batch: (loss, accuracy, gradient norm before clipping)."""
         x, y = self.task.train_batch(self.cfg.batch_size)
-        loss, correct = self.task.loss_and_correct(self.model, x, y)
+        with autocast(self.task.device, self.cfg.precision):
+            loss, correct = self.task.loss_and_correct(self.train_model, x, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         max_norm = self.cfg.max_norm if self.cfg.max_norm > 0 else math.inf
@@ -276,7 +314,8 @@ class Trainer:
         rng = self.task.state_dict(), torch.get_rng_state()
         self.eval_pending = True
         try:
-            metrics = self.task.evaluate(self.model, self.eval_budget)
+            with autocast(self.task.device, self.cfg.precision):
+                metrics = self.task.evaluate(self.model, self.eval_budget)
         except KeyboardInterrupt:
             self.task.load_state_dict(rng[0])
             torch.set_rng_state(rng[1])
@@ -350,6 +389,8 @@ class Trainer:
         self._running = True
         first_step = self.step
         self.model.train()
+        if self.distributed is not None and self.train_model is self.model:
+            self.train_model = self.distributed.wrap(self.model)  # after a resume loaded rank 0's weights
         try:
             with _StopOnSignal() as stop:
                 if self.eval_pending and self.stopping is None:  # cut short before the last save
@@ -359,6 +400,8 @@ class Trainer:
                     stop.critical = True
                     began = time.perf_counter()
                     loss, accuracy, grad_norm = self.train_step()
+                    if self.distributed is not None:  # one loss, accuracy and stop decision for all ranks
+                        loss, accuracy, stop.requested = self.distributed.agree(loss, accuracy, stop.requested)
                     now = time.perf_counter()
                     self.step += 1
                     rate = (self.step - first_step) / (now - start) if now > start else 0.0

@@ -226,7 +226,7 @@ def test_sample_prints_what_generate_returns():
     texts = generate(model, vocab, prompt="", length=40, temperature=1.0, num=3, seed=9)  # from a new line
     result = run("sample", "--length", "40", "--num", "3", "--seed", "9", "--temperature", "1")
     assert result.exit_code == 0, result.output
-    assert result.stdout == "".join(f"{t}\n" for t in texts)
+    assert result.stdout == "\n\n".join(texts) + "\n"  # a blank line between samples
 
 
 def test_a_pipe_sees_the_text_as_it_is_generated():

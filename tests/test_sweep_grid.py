@@ -155,3 +155,42 @@ def test_the_sweep_bar_lists_the_runs_in_flight(tmp_path):
         assert bar.in_flight() == ["model=rnn_seed=0_aaaa: step 40, accuracy 0.250"]
         bar.finished(busy)
         assert bar.in_flight() == []
+
+
+def test_run_names_stay_when_settings_are_added_at_their_defaults(tmp_path):
+    """A sweep directory made before a setting existed keeps its run names (pinned here), and turning
+    a dashboard on changes no name; a setting away from its default does."""
+    from rnnkit.sweep import SweepPlan
+
+    def names(*overrides: str, models: tuple[str, ...] = ("rnn", "lstm")) -> list[str]:
+        plan = SweepPlan(models=list(models), lengths=[5], out=tmp_path, overrides=list(overrides))
+        return [run.spec.name for run in plan.run_specs()]
+
+    pinned = ["model=rnn_length=5_seed=0_b55e1832", "model=lstm_length=5_seed=0_d77d8ec9"]
+    assert names() == pinned
+    assert names("log.tensorboard=true", "train.precision=fp32") == pinned
+    assert names("train.precision=bf16")[0] != pinned[0]
+    assert names("model.impl=fused", models=("lstm",)) == pinned[1:]
+    assert names("model.impl=autograd", models=("lstm",)) != pinned[1:]
+
+
+def test_a_swept_key_named_like_a_results_column_keeps_its_whole_name():
+    from rnnkit.sweep import label
+
+    assert label("train.seed", ["train.seed"]) == "train.seed"
+    assert label("task.steps", ["task.steps", "model.name"]) == "task.steps"
+    assert label("train.lr", ["train.lr"]) == "lr"
+
+
+def test_a_sweep_over_names_alone_is_drawn_with_named_ticks(tmp_path):
+    from rnnkit.plotting import sweep_figure
+
+    rows = [
+        {"model": m, "seed": s, "best_accuracy": a}
+        for m, accs in (("gcrn", (0.95, 0.96)), ("node-lstm", (0.75, 0.74)))
+        for s, a in enumerate(accs)
+    ]
+    fig = sweep_figure(rows, ["model"], x="model", metric="best_accuracy")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["gcrn", "node-lstm"]
+    assert list(ax.get_lines()[0].get_ydata()) == pytest.approx([0.955, 0.745])

@@ -8,19 +8,21 @@ from collections.abc import Sequence
 from typing import Any
 
 import typer
-from typer.core import TyperGroup
 from typer.exceptions import Abort, TyperException
 
-from rnnkit.cli.gcn import gcn
-from rnnkit.cli.generate import complete, sample
-from rnnkit.cli.models import models
+from rnnkit.cli.common import FlagsGroup, examples_epilog
+from rnnkit.cli.examples import examples_app
+from rnnkit.cli.gcn import GCN_EXAMPLES, gcn
+from rnnkit.cli.generate import COMPLETE_EXAMPLES, SAMPLE_EXAMPLES, complete, sample
+from rnnkit.cli.models import MODELS_EXAMPLES, models
 from rnnkit.cli.plot import plot
-from rnnkit.cli.sweep import sweep
-from rnnkit.cli.train import train
+from rnnkit.cli.runs import RUNS_EXAMPLES, runs
+from rnnkit.cli.sweep import SWEEP_EXAMPLES, sweep
+from rnnkit.cli.train import TRAIN_EXAMPLES, train
 from rnnkit.version import __version__
 
 
-class OneLineErrors(TyperGroup):
+class OneLineErrors(FlagsGroup):
     """Usage errors that click finds itself (a missing argument, a bad option value, an unknown
     command) reported like every other rnnkit error: one line on stderr and exit 2."""
 
@@ -77,7 +79,7 @@ app = typer.Typer(
     name="rnnkit",
     help="Recurrent and graph networks from their equations: train, sweep, plot and compare.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion, --show-completion
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -97,13 +99,21 @@ def _root(
     """rnnkit: RNNs, LSTMs and GCNs written from their equations."""
 
 
-app.command()(train)
-app.command()(sweep)
-app.command()(plot)
-app.command()(sample)
-app.command()(complete)
-app.command()(gcn)
-app.command()(models)
+PLOT_EXAMPLES = examples_epilog(
+    "rnnkit plot runs/sweep-palindrome",
+    "rnnkit plot runs/christie --out christie.svg",
+    "rnnkit plot runs/gcn-cora",
+)
+
+app.command(epilog=TRAIN_EXAMPLES)(train)
+app.command(epilog=SWEEP_EXAMPLES)(sweep)
+app.command(epilog=PLOT_EXAMPLES)(plot)
+app.command(epilog=RUNS_EXAMPLES)(runs)
+app.command(epilog=SAMPLE_EXAMPLES)(sample)
+app.command(epilog=COMPLETE_EXAMPLES)(complete)
+app.command(epilog=GCN_EXAMPLES)(gcn)
+app.command(epilog=MODELS_EXAMPLES)(models)
+app.add_typer(examples_app, name="examples")
 
 
 def main() -> None:

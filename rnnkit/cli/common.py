@@ -1,11 +1,13 @@
-"""What every command shares: one-line errors with the right exit code, stderr console, overrides."""
+"""What every command shares: one-line errors with the right exit code, the consoles, JSON output, overrides."""
 
 from __future__ import annotations
 
 import errno
 import functools
+import json
 import os
 import re
+import shlex
 import sys
 import warnings
 from collections.abc import Callable
@@ -13,21 +15,120 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
+from rnnkit.checkpoint import finite_json
 from rnnkit.config import one_line
 from rnnkit.errors import RnnkitError, RnnkitWarning
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at the moment. While a progress bar shows, rich has put a
+    proxy there that prints each line above the bar; a console bound to the real stderr would glue its
+    line onto the bar's and leave a copy of the bar behind."""
+
+    def write(self, text: str) -> int:
+        if sys.stderr is None:  # no stderr at all (pythonw): nothing to show
+            return len(text)
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        if sys.stderr is not None:
+            sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+    def fileno(self) -> int:
+        return sys.stderr.fileno()
+
+    @property
+    def encoding(self) -> str:
+        return getattr(sys.stderr, "encoding", None) or "utf-8"
+
+
+#: Messages, warnings and errors (stderr), printed above a progress bar while one shows.
+err_console = Console(file=_CurrentStderr(), highlight=False, soft_wrap=True)  # type: ignore[arg-type]
+#: Generated results (stdout).
 out_console = Console(highlight=False, soft_wrap=True)
+#: The width results are drawn at when stdout is not a terminal (a pipe or a file): wide enough that a
+#: table is never wrapped or cut (COLUMNS, when set, still wins).
+PIPE_WIDTH = 100_000
 
 EXIT_INTERRUPTED = 130
 
 
-def set_option(help_text: str) -> Any:
+def examples_epilog(*commands: str) -> str:
+    """The end of a command's ``--help``: a few example command lines."""
+    from rich.markup import escape
+
+    return "[bold]Examples[/]\n\n" + "\n".join(escape(c) for c in commands)
+
+
+def result_console() -> Console:
+    """The console for a result table: the terminal's width on a terminal, else unbounded (a table piped
+    into a file or another program keeps every column whole instead of being cut to 80 columns)."""
+    if out_console.is_terminal or os.environ.get("COLUMNS"):
+        return out_console
+    return Console(file=sys.stdout, width=PIPE_WIDTH, highlight=False, soft_wrap=True)
+
+
+def print_table(table: Any) -> None:
+    """A rich table on stdout, as wide as its content when piped (``result_console``)."""
+    result_console().print(table)
+
+
+def print_json(data: Any) -> None:
+    """``data`` as one line of strict JSON on stdout (NaN and infinities as null)."""
+    sys.stdout.write(json.dumps(finite_json(data), allow_nan=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def interrupted_line(exc: BaseException) -> str:
+    """What to say after Ctrl-C: where the run was saved and the command that resumes it, when a run was
+    interrupted; else the library's own message."""
+    run_dir, step = getattr(exc, "run_dir", None), getattr(exc, "step", None)
+    if run_dir is not None and step is not None:
+        return (
+            f"interrupted at step {step}; saved in {run_dir}. "
+            f"Resume with: rnnkit train --resume {shlex.quote(str(run_dir))}"
+        )
+    detail = one_line(str(exc)) if str(exc) else ""
+    if not detail:
+        return "interrupted"
+    return detail if detail.lower().startswith("interrupted") else f"interrupted: {detail}"
+
+
+def _flags_as_flags(params: Any) -> None:
+    """Show an on/off option as the flag it is: no ``<bool>`` type beside it in ``--help``."""
+    for param in params:
+        if getattr(param, "is_flag", False) and getattr(param, "metavar", None) is None:
+            param.metavar = ""
+
+
+class FlagsGroup(TyperGroup):
+    """A command group whose help shows flags as flags (``--json``, not ``--json <bool>``): its own
+    options and those of the commands and groups beneath it."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)
+        _flags_as_flags(params)
+        return params
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None and not isinstance(command, TyperGroup):
+            _flags_as_flags(command.get_params(ctx))
+        return command
+
+
+def set_option(help_text: str, panel: str | None = None) -> Any:
     """The repeatable ``-s/--set key=value`` option (one definition for every command that takes it)."""
-    return typer.Option(None, "--set", "-s", help=help_text, show_default=False)
+    return typer.Option(
+        None, "--set", "-s", metavar="KEY=VALUE", help=help_text, show_default=False, rich_help_panel=panel
+    )
 
 
 def fail(message: str, code: int) -> typer.Exit:
@@ -137,8 +238,7 @@ def handle_errors(func: F) -> F:
         except KeyboardInterrupt as exc:
             if debug():
                 raise
-            detail = str(exc) or "interrupted"
-            err_console.print(f"[yellow]interrupted:[/] {_escape(one_line(detail))}")
+            err_console.print(_escape(interrupted_line(exc)), style="yellow")
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except Exception as exc:
             if debug():

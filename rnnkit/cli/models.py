@@ -6,7 +6,20 @@ import json
 
 import typer
 
-from rnnkit.cli.common import handle_errors, out_console, report_plugin_failures, set_option
+from rnnkit.cli.common import (
+    examples_epilog,
+    handle_errors,
+    out_console,
+    print_table,
+    report_plugin_failures,
+    set_option,
+)
+
+MODELS_EXAMPLES = examples_epilog(
+    "rnnkit models",
+    "rnnkit models -s hidden_size=64 --input-size 1",
+    "rnnkit models --json | jq '.[].name'",
+)
 
 
 @handle_errors
@@ -50,4 +63,4 @@ def models(
             table.add_row(
                 row["name"], ", ".join(row["kinds"]), f"{row['distribution']} {row['version']}", params, config
             )
-        out_console.print(table)
+        print_table(table)

@@ -1,4 +1,4 @@
-"""`rnnkit plot PATH`: the figure of a sweep, a run or a GCN comparison, written to a file."""
+"""`rnnkit plot PATH [PATH ...]`: the figure of a sweep, a run, several runs overlaid or a GCN comparison."""
 
 from __future__ import annotations
 
@@ -11,35 +11,41 @@ from rnnkit.cli.common import handle_errors, out_console
 
 @handle_errors
 def plot(
-    path: Path = typer.Argument(
+    paths: list[Path] = typer.Argument(
         ...,
-        help="A sweep directory (accuracy vs length), a run directory (loss and accuracy curves) or a gcn "
-        "directory (the implementations side by side).",
+        help="A sweep directory (a metric against a swept key), a run directory (its curves), several run "
+        "directories (overlaid) or a gcn directory (the implementations side by side).",
         show_default=False,
     ),
     out: Path = typer.Option(
         None,
         "--out",
         "-o",
-        help="Output file; its extension picks the format (png, pdf, svg). Default: a PNG inside PATH.",
+        help="Output file; its extension picks the format (png, pdf, svg). Default: a PNG inside PATH "
+        "(runs overlaid: RUN_A_vs_RUN_B.png beside them).",
         show_default=False,
     ),
     x: str = typer.Option(
         None,
         "--x",
-        help="Sweeps: the swept key on the x axis [default: length, else the first numeric one].",
+        help="Sweeps: the swept key on the x axis \\[default: length, else the first numeric one].",
         show_default=False,
     ),
     metric: str = typer.Option(
         None,
         "--metric",
-        help="Sweeps: the results.csv column to draw (final_accuracy, eval_loss ...) [default: best_accuracy].",
+        help="Sweeps: the results.csv column to draw (final_accuracy, eval_loss ...) \\[default: best_accuracy].",
         show_default=False,
     ),
 ) -> None:
-    """Draw the figure of a sweep, a run or a gcn comparison (headless). A sweep's figure: the metric
-    against one swept key, one line per combination of the others, the band the 95% CI over seeds."""
-    from rnnkit.plotting import plot_path
+    """Draw the figure of a sweep, a run, runs overlaid or a gcn comparison (headless, to a file).
 
-    written = plot_path(path, out, x=x, metric=metric)
+    Sweep: a metric against one swept key, a line per combination of the others,
+    the band the 95% confidence interval of the mean over seeds.
+    Run: training and validation loss, bits per character (text) and accuracy,
+    the model and its settings in the title. Several runs: overlaid.
+    """
+    from rnnkit.plotting import plot_paths
+
+    written = plot_paths(list(paths), out, x=x, metric=metric)
     out_console.print(str(written), markup=False)

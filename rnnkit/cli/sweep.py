@@ -8,7 +8,25 @@ from typing import Any
 
 import typer
 
-from rnnkit.cli.common import err_console, handle_errors, out_console, report_plugin_failures, set_option
+from rnnkit.cli.common import (
+    err_console,
+    examples_epilog,
+    handle_errors,
+    out_console,
+    print_json,
+    print_table,
+    report_plugin_failures,
+    set_option,
+)
+
+SWEEP_EXAMPLES = examples_epilog(
+    "rnnkit sweep --lengths 5-35 --seeds 3",
+    "rnnkit sweep examples/palindrome-lstm.yaml -p train.lr=1e-4:1e-2:5log -s train.optimizer=adam",
+    "rnnkit sweep examples/sweep-palindrome.yaml --out runs/report-lr --json > summary.json",
+)
+WHAT = "What to sweep"
+WHERE = "Where the runs go"
+OUTPUT = "Output"
 
 
 @handle_errors
@@ -23,35 +41,73 @@ def sweep(
         None,
         "--param",
         "-p",
+        metavar="KEY=VALUES",
         help="Sweep a spec key: KEY=a,b,c | KEY=5-35[:step] | KEY=1e-4:1e-2:5log | KEY=0:0.5:6 (repeatable; "
         "every combination x seed is one run).",
         show_default=False,
+        rich_help_panel=WHAT,
     ),
     lengths: str = typer.Option(
-        None, help="Shorthand for -p task.length=...: 5-35, 5-35:5 or 5,10,20.", show_default=False
+        None,
+        help="Shorthand for -p task.length=...: 5-35, 5-35:5 or 5,10,20 \\[default: 5-35 without a spec].",
+        show_default=False,
+        rich_help_panel=WHAT,
     ),
-    models: str = typer.Option(None, help="Shorthand for -p model.name=...: rnn,lstm.", show_default=False),
-    seeds: int = typer.Option(None, help="Seeds per combination: 0..N-1 [default: 1].", show_default=False),
+    models: str = typer.Option(
+        None,
+        help="Shorthand for -p model.name=...: rnn,lstm \\[default: rnn,lstm without a spec].",
+        show_default=False,
+        rich_help_panel=WHAT,
+    ),
+    seeds: int = typer.Option(
+        None, help="Seeds per combination: 0..N-1 \\[default: 1].", show_default=False, rich_help_panel=WHAT
+    ),
+    settings: list[str] = set_option("Override for every run, e.g. -s train.optimizer=adam (repeatable).", WHAT),
     workers: int = typer.Option(
         None,
-        help="Runs in parallel on this machine, each in its own process [default: the CPUs this process may use].",
+        help="Runs in parallel on this machine, each in its own process \\[default: the CPUs this process may use].",
         show_default=False,
+        rich_help_panel=WHERE,
     ),
     threads: int = typer.Option(
         None,
         "--threads",
         min=1,
         max=1024,
-        help="Torch threads per run [default: the CPUs this process may use / --workers; Ray: 1].",
+        help="Torch threads per run \\[default: the CPUs this process may use / --workers; Ray: 1].",
         show_default=False,
+        rich_help_panel=WHERE,
     ),
-    executor: str = typer.Option("local", "--executor", help="local (worker processes) or ray."),
+    executor: str = typer.Option("local", "--executor", help="local (worker processes) or ray.", rich_help_panel=WHERE),
     address: str = typer.Option(
-        None, "--address", help="Ray cluster to join (auto, or ray://HOST:10001); default: a local Ray instance."
+        None,
+        "--address",
+        help="Ray cluster to join (auto, or ray://HOST:10001) \\[default: a local Ray instance].",
+        show_default=False,
+        rich_help_panel=WHERE,
     ),
-    out: Path = typer.Option(None, help="Sweep directory [default: runs/<sweep name>].", show_default=False),
-    settings: list[str] = set_option("Override for every run, e.g. -s train.optimizer=adam (repeatable)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
+    out: Path = typer.Option(
+        None, help="Sweep directory \\[default: runs/<sweep name>].", show_default=False, rich_help_panel=OUTPUT
+    ),
+    progress: bool = typer.Option(
+        True, "--progress/--no-progress", help="Progress bar on stderr.", rich_help_panel=OUTPUT
+    ),
+    tensorboard: bool = typer.Option(
+        False,
+        "--tensorboard",
+        help="TensorBoard event files in each run directory (log.tensorboard=true; rnnkit[tensorboard]).",
+        rich_help_panel=OUTPUT,
+    ),
+    wandb: bool = typer.Option(
+        False, "--wandb", help="Log to Weights & Biases (log.wandb=true; rnnkit[wandb]).", rich_help_panel=OUTPUT
+    ),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="Print the summary (every run's row, the aggregates over seeds, the files) as one JSON line "
+        "instead of the table.",
+        rich_help_panel=OUTPUT,
+    ),
 ) -> None:
     """Train every combination of swept values x seeds; results.csv, a summary over seeds and a figure.
 
@@ -77,7 +133,7 @@ def sweep(
         seeds=seeds,
         workers=workers,
         out=out,
-        overrides=list(settings or []),
+        overrides=list(settings or []) + ["log.tensorboard=true"] * tensorboard + ["log.wandb=true"] * wandb,
         params=list(params or []),
     )
     runs = plan.run_specs()  # validates every run before starting any
@@ -115,14 +171,49 @@ def sweep(
         sweep_figure(rows, keys, x=x, title=f"{plan.out.name}: best accuracy against {x}"),
         plan.out / figure_name(x, "best_accuracy"),
     )
-    out_console.print(summary_table(rows, keys, plan.threshold(runs)))
-    out_console.print(f"results: {plan.out / 'results.csv'}\nfigure:  {figure}", markup=False)
+    threshold = plan.threshold(runs)
+    if as_json:
+        print_json(
+            {
+                "out": str(plan.out),
+                "results": str(plan.out / "results.csv"),
+                "figure": str(figure),
+                "keys": keys,
+                "summary": summary_rows(rows, keys, threshold),
+                "runs": rows,
+            }
+        )
+    else:
+        print_table(summary_table(rows, keys, threshold))
+        out_console.print(f"results: {plan.out / 'results.csv'}\nfigure:  {figure}", markup=False)
     failed = [r for r in rows if r["status"] == "failed"]
     if failed:
         raise RunError(
             f"{len(failed)} of {len(rows)} runs failed (their errors are in {plan.out / 'results.csv'}); "
             "run the same command again to retry them"
         )
+
+
+def summary_rows(rows: list[dict[str, Any]], keys: list[str], threshold: float | None) -> list[dict[str, Any]]:
+    """The summary over seeds as data: per combination, best accuracy's mean, std, n, 95% CI half-width,
+    success rate (with a threshold) and mean steps."""
+    from rnnkit.stats import aggregate
+
+    accuracy = aggregate(rows, keys, "best_accuracy", threshold)
+    steps = {tuple(a.values.values()): a for a in aggregate(rows, keys, "steps")}
+    return [
+        {
+            **a.values,
+            "best_accuracy_mean": a.mean,
+            "best_accuracy_std": a.std,
+            "best_accuracy_ci95": a.ci,
+            "n": a.n,
+            "runs": a.runs,
+            "success_rate": a.success_rate,
+            "steps_mean": steps[tuple(a.values.values())].mean,
+        }
+        for a in accuracy
+    ]
 
 
 def summary_table(rows: list[dict[str, Any]], keys: list[str], threshold: float | None) -> Any:

@@ -1,5 +1,8 @@
 """Character corpora: load a UTF-8 text (or the named ``christie`` corpus) and build its vocabulary.
-The training windows and the validation stream are the text task's (``rnnkit.data.text_task``).
+The training windows and the validation stream are the text task's (``rnnkit.data.text_task``); a
+training corpus is streamed, encoded and cached by ``rnnkit.data.corpus`` with the checks defined here.
+rnnkit's cache folder (``cache_dir``) is ``$RNNKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/rnnkit``, else
+``~/.cache/rnnkit``.
 
 The named corpus ``christie`` is Project Gutenberg ebook #863, Agatha Christie's *The Mysterious
 Affair at Styles*. A local copy is looked for first (``data_dir`` or ``$RNNKIT_DATA_DIR``, as
@@ -46,10 +49,8 @@ def clean_text(text: str) -> str:
     return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
 
 
-def read_text_file(path: str | Path, what: str = "corpus file", max_bytes: int | None = None) -> str:
-    """Read a UTF-8 text file, with one clear error for a missing, binary or undecodable file.
-
-    With ``max_bytes``, a larger file is refused (UsageError) before it is read into memory."""
+def check_text_path(path: str | Path, what: str = "corpus file") -> Path:
+    """``path`` (user-expanded) if it is a regular file; one clear RunError if it is missing or is not one."""
     path = Path(path).expanduser()
     if path.is_dir():
         raise RunError(f"{what} {path} is a directory")
@@ -57,6 +58,15 @@ def read_text_file(path: str | Path, what: str = "corpus file", max_bytes: int |
         raise RunError(f"{what} not found: {path}")
     if not path.is_file():
         raise RunError(f"{what} {path} is not a regular file")
+    return path
+
+
+def read_text_file(path: str | Path, what: str = "corpus file", max_bytes: int | None = None) -> str:
+    """Read a UTF-8 text file, with one clear error for a missing, binary or undecodable file.
+
+    With ``max_bytes``, a larger file is refused (UsageError) before it is read into memory. (A training
+    corpus is streamed in chunks instead: ``rnnkit.data.corpus``.)"""
+    path = check_text_path(path, what)
     try:
         if max_bytes is None:
             data = path.read_bytes()
@@ -98,6 +108,9 @@ def is_christie(text: str) -> bool:
 
 
 def cache_dir() -> Path:
+    """rnnkit's cache folder: ``$RNNKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/rnnkit``, else ``~/.cache/rnnkit``."""
+    if os.environ.get("RNNKIT_CACHE_DIR"):
+        return Path(os.environ["RNNKIT_CACHE_DIR"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "rnnkit"
 
@@ -138,8 +151,24 @@ def _download_christie(target: Path) -> str:
     )
 
 
+def unknown_corpus(name: str) -> UsageError:
+    return UsageError(f"unknown corpus '{name}'. Available: {', '.join(CORPORA)} (or give task.text=PATH)")
+
+
+def check_corpus_length(source: str, chars: int, config: TextConfig) -> None:
+    """RunError unless ``chars`` characters leave a window of ``seq_len`` in both the training part and
+    the validation part (and at least ``MIN_CORPUS_CHARS``)."""
+    needed = max(MIN_CORPUS_CHARS, int((config.seq_len + 1) / min(config.val_fraction, 1 - config.val_fraction)) + 1)
+    if chars < needed:
+        raise RunError(
+            f"corpus {source} has {chars} characters; at least {needed} are needed for "
+            f"windows of {config.seq_len} in both the training part and the {config.val_fraction:.0%} validation part"
+        )
+
+
 def load_corpus(config: TextConfig) -> str:
-    """The text a run trains on, checked to be long enough to cut windows from."""
+    """The text a run trains on as one string, checked to be long enough to cut windows from. (The text
+    task reads it encoded and streamed instead: ``rnnkit.data.corpus.load_encoded``.)"""
     if config.text:
         text = read_text_file(config.text)
         source = config.text
@@ -147,15 +176,10 @@ def load_corpus(config: TextConfig) -> str:
         text = christie_text(config.data_dir or None)
         source = "christie"
     else:
-        raise UsageError(f"unknown corpus '{config.corpus}'. Available: {', '.join(CORPORA)} (or give task.text=PATH)")
+        raise unknown_corpus(config.corpus)
     if not text.strip():
         raise RunError(f"corpus {source} is empty")
-    needed = max(MIN_CORPUS_CHARS, int((config.seq_len + 1) / min(config.val_fraction, 1 - config.val_fraction)) + 1)
-    if len(text) < needed:
-        raise RunError(
-            f"corpus {source} has {len(text)} characters; at least {needed} are needed for "
-            f"windows of {config.seq_len} in both the training part and the {config.val_fraction:.0%} validation part"
-        )
+    check_corpus_length(source, len(text), config)
     return text
 
 

@@ -1,9 +1,13 @@
 """Next-character prediction on a corpus: random training windows, a validation stream, samples.
 
-Training batches are ``batch_size`` windows of ``seq_len + 1`` characters at random offsets of the
-training part (the first 90% by default); targets are the inputs shifted by one. Validation reads the
-held-out tail as ``batch_size`` contiguous streams, carrying the LSTM state across chunks of
-``seq_len`` as generation does, and reports loss, accuracy and bits per character.
+The corpus is held as ids in the smallest unsigned type its vocabulary allows, memory-mapped from the
+corpus cache for a text file (``rnnkit.data.corpus``), so a corpus of any size costs about its size on
+disk and little memory. Training batches are ``batch_size`` windows of ``seq_len + 1`` characters at
+random offsets of the training part (the first 90% by default), gathered from the ids and widened to
+int64 only for the (batch, seq + 1) window; targets are the inputs shifted by one. Validation reads the
+first ``train.eval_chars`` characters of the held-out tail (0: all of it) as ``batch_size`` contiguous
+streams, carrying the LSTM state across chunks of ``seq_len`` as generation does, and reports loss,
+accuracy, bits per character and ``chars``, the number of characters it scored.
 """
 
 from __future__ import annotations
@@ -11,10 +15,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rnnkit.data.text import TextConfig, Vocabulary, load_corpus
+from rnnkit.data.corpus import load_encoded
+from rnnkit.data.text import TextConfig
 from rnnkit.sampling import generate
 from rnnkit.task import EvalBudget, Task
 
@@ -29,12 +35,13 @@ class TextTask(Task):
     def __init__(self, config: TextConfig, device: torch.device, seed: int) -> None:
         self.config = config
         self.device = device
-        text = load_corpus(config)
-        self.vocab = Vocabulary.from_text(text)
-        data = torch.tensor(self.vocab.encode(text), dtype=torch.long)
+        corpus = load_encoded(config)
+        self.vocab = corpus.vocab
+        self.corpus_file = corpus.cache_file  # the memory-mapped cache entry, if any
+        data = np.asarray(corpus.data)  # (chars,) uint8 | uint16 | uint32; a view of the map
         split = int(len(data) * (1 - config.val_fraction))
-        self.train_data = data[:split]  # (train_chars,)
-        self.val_data = data[split:]  # (val_chars,)
+        self.train_data = data[:split]  # (train_chars,) numpy ids
+        self.val_data = data[split:]  # (val_chars,) numpy ids
         self.generator = torch.Generator().manual_seed(seed)
         self.sample_seed = seed
 
@@ -59,9 +66,9 @@ class TextTask(Task):
 
     def train_batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         seq = self.config.seq_len
-        starts = torch.randint(0, len(self.train_data) - seq, (batch_size,), generator=self.generator)
-        windows = self.train_data[starts[:, None] + torch.arange(seq + 1)]  # (batch, seq+1)
-        windows = windows.to(self.device)
+        starts = torch.randint(0, len(self.train_data) - seq, (batch_size,), generator=self.generator)  # (batch,)
+        index = starts.numpy()[:, None] + np.arange(seq + 1)  # (batch, seq+1)
+        windows = torch.from_numpy(self.train_data[index].astype(np.int64)).to(self.device)  # (batch, seq+1)
         return windows[:, :-1], windows[:, 1:]  # (batch, seq), (batch, seq)
 
     def loss_and_correct(
@@ -74,12 +81,17 @@ class TextTask(Task):
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, budget: EvalBudget) -> dict[str, float]:
-        """Loss, accuracy and bits per character over the whole validation text, state carried."""
+        """Loss, accuracy and bits per character over the first ``budget.chars`` characters of the
+        validation text (0: all of it; at least one window of ``seq_len + 1``), state carried; ``chars``
+        says how many characters were scored, so a report shows what a figure stands on."""
         was_training = model.training
         model.eval()
-        streams = max(1, min(budget.batch_size, (len(self.val_data) - 1) // self.config.seq_len))
-        per_stream = (len(self.val_data) - 1) // streams
-        data = self.val_data[: streams * per_stream + 1]
+        seq = self.config.seq_len
+        available = len(self.val_data)
+        length = available if budget.chars == 0 else min(available, max(budget.chars, seq + 1))
+        streams = max(1, min(budget.batch_size, (length - 1) // seq))
+        per_stream = (length - 1) // streams
+        data = torch.from_numpy(self.val_data[: streams * per_stream + 1].astype(np.int64))  # (scored + 1,)
         inputs = data[:-1].view(streams, per_stream).to(self.device)  # (streams, per_stream)
         targets = data[1:].view(streams, per_stream).to(self.device)
         state = None
@@ -93,7 +105,7 @@ class TextTask(Task):
         model.train(was_training)
         count = inputs.numel()
         loss = total_loss / count
-        return {"loss": loss, "accuracy": correct / count, "bpc": loss / math.log(2)}
+        return {"loss": loss, "accuracy": correct / count, "bpc": loss / math.log(2), "chars": count}
 
     def sample(self, model: torch.nn.Module, length: int) -> str | None:
         """A short sample (temperature 1, from a newline) to watch training progress."""

@@ -1,10 +1,14 @@
 """Character language model: embedding -> stacked LSTM -> linear head over the vocabulary.
 
 Two backends, one weight layout. ``backend="torch"`` runs torch.nn.LSTM (oneDNN on CPU, cuDNN on GPU);
-``backend="scratch"`` runs the LSTM of ``rnnkit.models.lstm`` (the same equations, a Python loop over
-time) on parameters with torch.nn.LSTM's names and shapes (``rnn.weight_ih_l0`` (4h, in),
-``rnn.weight_hh_l0`` (4h, h), ``rnn.bias_ih_l0`` and ``rnn.bias_hh_l0`` (4h), gates i, f, g, o), so a
-checkpoint written with either backend loads into the other.
+``backend="scratch"`` runs rnnkit's own LSTM (the equations of ``rnnkit.models.lstm``) on parameters
+with torch.nn.LSTM's names and shapes (``rnn.weight_ih_l0`` (4h, in), ``rnn.weight_hh_l0`` (4h, h),
+``rnn.bias_ih_l0`` and ``rnn.bias_hh_l0`` (4h), gates i, f, g, o), so a checkpoint written with either
+backend loads into the other. Within the scratch backend, ``scratch_impl="fused"`` (the default) runs
+each layer as one ``LSTMFunction`` (all time steps, a hand-derived backward pass, time-major buffers:
+``rnnkit.models.lstm_function``) and ``scratch_impl="autograd"`` runs ``lstm_cell`` in a Python loop
+through autograd, the readable reference; both compute the same function (dropout masks between layers
+are drawn in each one's own layout, so they differ).
 
 Shapes:
     tokens: (batch, seq) int64; state: (h, c), each (layers, batch, hidden)
@@ -26,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnnkit.models.lstm import lstm_cell
+from rnnkit.models.lstm_function import lstm_sequence
 from rnnkit.registry import ModelDef
 
 State = tuple[torch.Tensor, torch.Tensor]
@@ -40,16 +45,20 @@ class CharLSTMConfig:
     layers: int = field(default=2, metadata={"gt": 0})
     dropout: float = field(default=0.0, metadata={"ge": 0, "lt": 1})
     backend: Literal["torch", "scratch"] = "torch"
+    scratch_impl: Literal["fused", "autograd"] = "fused"
 
 
 class ScratchLSTMStack(nn.Module):
     """Stacked LSTM from its equations, with torch.nn.LSTM's parameter names, shapes and init."""
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int, dropout: float = 0.0) -> None:
+    def __init__(
+        self, input_size: int, hidden_size: int, num_layers: int, dropout: float = 0.0, impl: str = "fused"
+    ) -> None:
         super().__init__()
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.dropout = dropout
+        self.impl = impl
         for k in range(num_layers):
             layer_in = input_size if k == 0 else hidden_size
             self.register_parameter(f"weight_ih_l{k}", nn.Parameter(torch.empty(4 * hidden_size, layer_in)))
@@ -60,7 +69,16 @@ class ScratchLSTMStack(nn.Module):
         for p in self.parameters():  # the same order and draws as torch.nn.LSTM.reset_parameters
             nn.init.uniform_(p, -bound, bound)
 
-    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+    def forward(
+        self, x: torch.Tensor, state: State | None = None, *, time_major: bool = False
+    ) -> tuple[torch.Tensor, State]:
+        """x (batch, seq, in), or (seq, batch, in) with ``time_major`` -> the last layer's hidden states
+        in the same layout as x, and the last (h, c), each (layers, batch, hidden)."""
+        if self.impl == "fused":
+            return self._fused(x, state, time_major)
+        if time_major:
+            out, state = self.forward(x.transpose(0, 1), state)
+            return out.transpose(0, 1), state
         batch, seq, _ = x.shape
         if state is None:
             zeros = x.new_zeros(self.num_layers, batch, self.hidden_size)
@@ -84,6 +102,26 @@ class ScratchLSTMStack(nn.Module):
             c_out.append(c)
         return layer_input, (torch.stack(h_out), torch.stack(c_out))
 
+    def _fused(self, x: torch.Tensor, state: State | None, time_major: bool) -> tuple[torch.Tensor, State]:
+        """The layers as ``LSTMFunction``s over time-major buffers (``rnnkit.models.lstm_function``)."""
+        layer_input = x if time_major else x.transpose(0, 1)  # (seq, batch, in)
+        seq, batch, _ = layer_input.shape
+        h_out, c_out = [], []
+        for k in range(self.num_layers):
+            w_ih, w_hh = getattr(self, f"weight_ih_l{k}"), getattr(self, f"weight_hh_l{k}")
+            bias = getattr(self, f"bias_ih_l{k}") + getattr(self, f"bias_hh_l{k}")  # (4h,)
+            # w_ih.t().contiguous(): autograd then computes the weight's gradient as x^T dx_proj, which
+            # is several times faster than dx_proj^T x when the input is narrow.
+            x_proj = torch.addmm(bias, layer_input.reshape(seq * batch, -1), w_ih.t().contiguous())  # (seq*batch, 4h)
+            layer_state = None if state is None else (state[0][k], state[1][k])  # each (batch, hidden)
+            layer_input, (h, c) = lstm_sequence(x_proj.view(seq, batch, -1), w_hh, layer_state)  # (seq, batch, h)
+            if self.dropout and self.training and k < self.num_layers - 1:
+                layer_input = F.dropout(layer_input, self.dropout, training=True)
+            h_out.append(h)
+            c_out.append(c)
+        out = layer_input if time_major else layer_input.transpose(0, 1)
+        return out, (torch.stack(h_out), torch.stack(c_out))
+
 
 class CharLSTM(nn.Module):
     """Embedding, LSTM layers and a linear read-out of next-character logits."""
@@ -98,10 +136,19 @@ class CharLSTM(nn.Module):
                 config.embedding_size, config.hidden_size, config.layers, batch_first=True, dropout=dropout
             )
         else:
-            self.rnn = ScratchLSTMStack(config.embedding_size, config.hidden_size, config.layers, dropout)
+            self.rnn = ScratchLSTMStack(
+                config.embedding_size, config.hidden_size, config.layers, dropout, config.scratch_impl
+            )
         self.head = nn.Linear(config.hidden_size, vocab_size)
 
     def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        if isinstance(self.rnn, ScratchLSTMStack) and self.rnn.impl == "fused":
+            # Time-major from the embedding on: tokens.t() costs nothing, the embedding comes out
+            # (seq, batch, embedding) as the fused layers want it, and only the last hidden states are
+            # transposed back (one copy, in the head's matmul) so that the logits are (batch, seq, vocab).
+            x = self.embed(tokens.t())  # (seq, batch, embedding)
+            out, state = self.rnn(x, state, time_major=True)  # (seq, batch, hidden)
+            return self.head(out.transpose(0, 1)), state  # (batch, seq, vocab)
         x = self.embed(tokens)  # (batch, seq, embedding)
         out, state = self.rnn(x, state)  # (batch, seq, hidden)
         return self.head(out), state  # (batch, seq, vocab)
