@@ -140,6 +140,10 @@ class Distributed:
             return None
         return [_from_bytes(c.cpu().numpy().tobytes()[: int(s.item())]) for c, s in zip(chunks, sizes, strict=True)]
 
+    def barrier(self) -> None:
+        """Wait until every rank is here."""
+        dist.barrier()
+
     def close(self) -> None:
         """Leave the process group."""
         if dist.is_initialized():

@@ -211,13 +211,18 @@ def train_run(
     if threads:
         torch.set_num_threads(threads)
     group = Distributed.from_environment(resolve_device(spec.device)) if distributed else None
+    if group is None:
+        return _lead(spec, run_dir, progress, resume, list(callbacks), None)
     try:
-        if group is not None and not group.is_main:
-            return _follow(spec, group)
-        return _lead(spec, run_dir, progress, resume, list(callbacks), group)
+        meta = (
+            _follow(spec, group)
+            if not group.is_main
+            else _lead(spec, run_dir, progress, resume, list(callbacks), group)
+        )
+        group.barrier()  # every rank done before the group is torn down (gloo aborts a rank torn down early)
+        return meta
     finally:
-        if group is not None:
-            group.close()
+        group.close()
 
 
 def _lead(

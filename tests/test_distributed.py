@@ -141,7 +141,8 @@ def test_two_ranks_train_like_one_process_at_twice_the_batch_and_resume(tmp_path
 def test_a_failure_before_training_stops_every_rank_with_one_message(tmp_path):
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(_spec(tmp_path)))
-    assert _torchrun(tmp_path, str(spec_file)).returncode == 0
+    first = _torchrun(tmp_path, str(spec_file))
+    assert first.returncode == 0, first.stderr[-3000:]
     # rnnkit train --resume of a finished run: rank 0 refuses it and the other rank stops too
     result = _torchrun(tmp_path, "--resume", str(tmp_path / "runs" / "ddp"))
     assert result.returncode != 0
