@@ -243,7 +243,7 @@ def summary_table(rows: list[dict[str, Any]], keys: list[str], threshold: float 
         table.add_row(
             *values,
             f"[{colour}]{a.mean:.3f}{ci}[/]",
-            f"{a.std:.3f}",
+            f"{a.std:.3f}" if a.n > 1 else "",  # one seed: no spread to show
             str(a.n),
             *solved,
             f"{mean_steps:.0f}" if not math.isnan(mean_steps) else "",
