@@ -131,6 +131,41 @@ def set_option(help_text: str, panel: str | None = None) -> Any:
     )
 
 
+def progress_option(panel: str | None = None) -> Any:
+    """The ``--progress/--no-progress`` option of the commands that train."""
+    return typer.Option(
+        True,
+        "--progress/--no-progress",
+        help="Progress bar on stderr (off when stderr is not a terminal).",
+        rich_help_panel=panel,
+    )
+
+
+def tensorboard_option(panel: str | None = None) -> Any:
+    """``--tensorboard``: short for ``-s log.tensorboard=true`` (see ``dashboard_settings``)."""
+    return typer.Option(
+        False,
+        "--tensorboard",
+        help="TensorBoard event files in each run directory (log.tensorboard=true; pip install rnnkit\\[tensorboard]).",
+        rich_help_panel=panel,
+    )
+
+
+def wandb_option(panel: str | None = None) -> Any:
+    """``--wandb``: short for ``-s log.wandb=true`` (see ``dashboard_settings``)."""
+    return typer.Option(
+        False,
+        "--wandb",
+        help="Log to Weights & Biases (log.wandb=true; pip install rnnkit\\[wandb]).",
+        rich_help_panel=panel,
+    )
+
+
+def dashboard_settings(tensorboard: bool, wandb: bool) -> list[str]:
+    """The ``key=value`` settings that ``--tensorboard`` and ``--wandb`` stand for."""
+    return [f"log.{name}=true" for name, on in (("tensorboard", tensorboard), ("wandb", wandb)) if on]
+
+
 def fail(message: str, code: int) -> typer.Exit:
     err_console.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
     return typer.Exit(code)

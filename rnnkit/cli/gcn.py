@@ -14,6 +14,7 @@ from rnnkit.cli.common import (
     out_console,
     print_json,
     print_table,
+    progress_option,
     report_plugin_failures,
 )
 from rnnkit.data.datasets import DATASETS
@@ -116,9 +117,7 @@ def gcn(
     out: Path = typer.Option(
         None, help="Output directory \\[default: runs/gcn-<dataset>].", show_default=False, rich_help_panel=OUTPUT
     ),
-    progress: bool = typer.Option(
-        True, "--progress/--no-progress", help="Progress bar on stderr.", rich_help_panel=OUTPUT
-    ),
+    progress: bool = progress_option(OUTPUT),
     as_json: bool = typer.Option(
         False,
         "--json",

@@ -9,14 +9,18 @@ from typing import Any
 import typer
 
 from rnnkit.cli.common import (
+    dashboard_settings,
     err_console,
     examples_epilog,
     handle_errors,
     out_console,
     print_json,
     print_table,
+    progress_option,
     report_plugin_failures,
     set_option,
+    tensorboard_option,
+    wandb_option,
 )
 
 SWEEP_EXAMPLES = examples_epilog(
@@ -89,18 +93,9 @@ def sweep(
     out: Path = typer.Option(
         None, help="Sweep directory \\[default: runs/<sweep name>].", show_default=False, rich_help_panel=OUTPUT
     ),
-    progress: bool = typer.Option(
-        True, "--progress/--no-progress", help="Progress bar on stderr.", rich_help_panel=OUTPUT
-    ),
-    tensorboard: bool = typer.Option(
-        False,
-        "--tensorboard",
-        help="TensorBoard event files in each run directory (log.tensorboard=true; rnnkit[tensorboard]).",
-        rich_help_panel=OUTPUT,
-    ),
-    wandb: bool = typer.Option(
-        False, "--wandb", help="Log to Weights & Biases (log.wandb=true; rnnkit[wandb]).", rich_help_panel=OUTPUT
-    ),
+    progress: bool = progress_option(OUTPUT),
+    tensorboard: bool = tensorboard_option(OUTPUT),
+    wandb: bool = wandb_option(OUTPUT),
     as_json: bool = typer.Option(
         False,
         "--json",
@@ -133,7 +128,7 @@ def sweep(
         seeds=seeds,
         workers=workers,
         out=out,
-        overrides=list(settings or []) + ["log.tensorboard=true"] * tensorboard + ["log.wandb=true"] * wandb,
+        overrides=[*(settings or []), *dashboard_settings(tensorboard, wandb)],
         params=list(params or []),
     )
     runs = plan.run_specs()  # validates every run before starting any

@@ -9,12 +9,16 @@ from typing import Any
 import typer
 
 from rnnkit.cli.common import (
+    dashboard_settings,
     err_console,
     examples_epilog,
     handle_errors,
     out_console,
     print_json,
+    progress_option,
     report_plugin_failures,
+    tensorboard_option,
+    wandb_option,
 )
 from rnnkit.shipped import TEXT_EXAMPLE, get_example
 
@@ -91,21 +95,9 @@ def train(
         show_default=False,
         rich_help_panel=OUTPUT,
     ),
-    progress: bool = typer.Option(
-        True,
-        "--progress/--no-progress",
-        help="Progress bar on stderr (off when stderr is not a terminal).",
-        rich_help_panel=OUTPUT,
-    ),
-    tensorboard: bool = typer.Option(
-        False,
-        "--tensorboard",
-        help="TensorBoard event files in each run directory (log.tensorboard=true; rnnkit[tensorboard]).",
-        rich_help_panel=OUTPUT,
-    ),
-    wandb: bool = typer.Option(
-        False, "--wandb", help="Log to Weights & Biases (log.wandb=true; rnnkit[wandb]).", rich_help_panel=OUTPUT
-    ),
+    progress: bool = progress_option(OUTPUT),
+    tensorboard: bool = tensorboard_option(OUTPUT),
+    wandb: bool = wandb_option(OUTPUT),
     as_json: bool = typer.Option(
         False,
         "--json",
@@ -151,9 +143,7 @@ def train(
     for key, value in (("device", device), ("seed", seed), ("out_dir", out_dir), ("name", name), ("task.text", text)):
         if value is not None:
             extra.append((key, str(value) if isinstance(value, Path) else value))
-    for key, on in (("log.tensorboard", tensorboard), ("log.wandb", wandb)):
-        if on:
-            extra.append((key, True))
+    extra += dashboard_settings(tensorboard, wandb)
     resolved = load_spec(spec, extra)
     resolved = _with_data_dir(resolved, data_dir)
     report_plugin_failures()
