@@ -66,6 +66,8 @@ class GCNSpec(GraphConfig):
     out: str = ""  # default: runs/gcn-<dataset>
     max_memory_gb: float = field(default=0.0, metadata={"ge": 0})  # 0: half of the available memory
     max_dense_gb: float = field(default=0.0, metadata={"ge": 0})  # the former name of max_memory_gb
+    tensorboard: bool = False  # each run's log.tensorboard: event files in its run directory
+    wandb: bool = False  # each run's log.wandb: one Weights & Biases run per run
 
     def impls(self) -> list[str]:
         names = self.impl.split(",") if isinstance(self.impl, str) else list(self.impl)
@@ -86,6 +88,8 @@ _FROM_RUN_SPEC = {
     ("train", "max_steps"): "epochs",
     ("train", "lr"): "lr",
     ("train", "weight_decay"): "weight_decay",
+    ("log", "tensorboard"): "tensorboard",
+    ("log", "wandb"): "wandb",
 }
 
 
@@ -103,7 +107,11 @@ def load_gcn_spec(path: str | Path | None, overrides: dict[str, Any]) -> GCNSpec
         given = resolved.to_dict()
         data = {**dataclasses.asdict(resolved.task), "device": resolved.device}
         data.update(
-            {field_: given[section][key] for (section, key), field_ in _FROM_RUN_SPEC.items() if key in given[section]}
+            {
+                field_: given[section][key]
+                for (section, key), field_ in _FROM_RUN_SPEC.items()
+                if key in given.get(section, {})
+            }
         )
         lines = {}
     data = {**data, **{k: v for k, v in overrides.items() if v is not None}}
@@ -147,6 +155,8 @@ def run_spec(spec: GCNSpec, impl: str, seed: int, out_dir: Path) -> RunSpec:
     }
     if spec.max_memory_gb or spec.max_dense_gb:
         data["train"]["max_memory_gb"] = spec.max_memory_gb or spec.max_dense_gb
+    if spec.tensorboard or spec.wandb:
+        data["log"] = {"tensorboard": spec.tensorboard, "wandb": spec.wandb}
     return resolve_spec(data)
 
 

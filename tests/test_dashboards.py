@@ -329,3 +329,29 @@ def test_provenance_helpers_tolerate_old_records():
     earlier = {"started_at": "2026-01-01T00:00:00+00:00", "resumed_at": "garbage"}
     assert resumed_provenance(current, earlier)["resumed_at"] == ["2026-01-02T00:00:00+00:00"]
     assert mark_ended({"status": "x"}) == {"status": "x"}
+
+
+def test_gcn_writes_one_tensorboard_run_per_implementation_and_seed(tmp_path, tensorboard):
+    out = tmp_path / "gcn"
+    result = run(
+        "gcn", "--dataset", "karate", "--impl", "dense,pyg", "--runs", "1", "--epochs", "4", "--out", str(out),
+        "--tensorboard", "--no-progress", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    event_multiplexer = pytest.importorskip("tensorboard.backend.event_processing.event_multiplexer")
+    multiplexer = event_multiplexer.EventMultiplexer().AddRunsFromDirectory(str(out))
+    multiplexer.Reload()
+    assert sorted(multiplexer.Runs()) == ["dense-s0", "pyg-s0"]
+    for name in multiplexer.Runs():
+        assert [e.step for e in multiplexer.Scalars(name, "eval/accuracy")][-1] == 4
+
+
+def test_a_gcn_run_spec_with_a_board_turns_it_on_for_every_run(tmp_path):
+    from rnnkit.gcn import load_gcn_spec, run_spec
+
+    spec_file = tmp_path / "g.yaml"
+    spec_file.write_text("task: {name: graph, dataset: karate}\nmodel: {name: gcn-pyg}\nlog: {tensorboard: true}\n")
+    comparison = load_gcn_spec(spec_file, {})
+    assert comparison.tensorboard and not comparison.wandb
+    assert run_spec(comparison, "pyg", 0, tmp_path).log == LogConfig(tensorboard=True)
+    assert run_spec(load_gcn_spec(None, {"dataset": "karate"}), "pyg", 0, tmp_path).log == LogConfig()

@@ -38,3 +38,12 @@ def test_architecture_lists_every_module():
     assert modules, "no module found under rnnkit/"
     unlisted = sorted(m for m in modules if m not in text)
     assert unlisted == [], "modules missing from docs/architecture.md"
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = [block.split("```", 1)[0].strip() for block in readme.split("```bash\n")[1:3]]
+    assert len(blocks) == 2, "README starts with two command blocks: the main job, then the tests"
+    ci_lines = [line for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines() if "pytest" in line]
+    assert ci_lines == [blocks[1]], ".ci/run must run exactly the README's test command"
+    assert "rnnkit sweep" in blocks[0]

@@ -16,6 +16,8 @@ from rnnkit.cli.common import (
     print_table,
     progress_option,
     report_plugin_failures,
+    tensorboard_option,
+    wandb_option,
 )
 from rnnkit.data.datasets import DATASETS
 
@@ -118,6 +120,8 @@ def gcn(
         None, help="Output directory \\[default: runs/gcn-<dataset>].", show_default=False, rich_help_panel=OUTPUT
     ),
     progress: bool = progress_option(OUTPUT),
+    tensorboard: bool = tensorboard_option(OUTPUT),
+    wandb: bool = wandb_option(OUTPUT),
     as_json: bool = typer.Option(
         False,
         "--json",
@@ -149,6 +153,8 @@ def gcn(
         "dropout": dropout,
         "lr": lr,
         "weight_decay": weight_decay,
+        "tensorboard": tensorboard or None,
+        "wandb": wandb or None,
     }
     resolved = load_gcn_spec(spec, {k: v for k, v in options.items() if v is not None})
     graph = check_comparison(resolved)
