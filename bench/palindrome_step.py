@@ -7,7 +7,7 @@ cross-entropy on the last step, backward, ``clip_grad_norm_`` to 10 and an RMSpr
     lstm  rnnkit.models.lstm.LSTM        vs  torch.nn.LSTM + torch.nn.Linear on the last hidden state
           (its default impl, "fused")
 
-A second table puts the LSTM step against its hardware limit, four blocks interleaved per length:
+A second table puts the LSTM step against its hardware limit:
 
     floor     the step's matrix multiplications alone, into preallocated outputs: the input projection
               (seq*batch, 10) x (10, 4h) plus bias and the read-out (batch, h) x (h, 10); per time step
@@ -19,32 +19,42 @@ A second table puts the LSTM step against its hardware limit, four blocks interl
     autograd  rnnkit's lstm, impl="autograd" (lstm_cell in a loop through autograd: the reference)
     torch     torch.nn.LSTM + torch.nn.Linear
 
-and reports fused/floor (target <= 1.5) and fused/torch (target <= 0.75).
+and reports fused/floor (target <= 1.5) and fused/torch (target <= 0.75), and each model's page faults
+per step.
 
-Both sides of a pair train on the same pre-drawn batches, are warmed up first, and are timed in
-alternating blocks (the order flips every repeat) so machine noise hits both alike; each number is
-the median over repeats of the mean ms/step of a block. The headline is the ratio scratch/torch: on
-a noisy machine a ratio holds where an absolute time does not.
+Each model trains in a process of its own (a worker), as it would in a training run: how fast a step
+is depends on the process's heap. torch.nn.LSTM at T=35 takes about 5,000 page faults per step in a
+process of its own (its buffers go back to the system after every step and are faulted in again), and
+none in a process whose heap other models' buffers have broken up, where its step is about a third
+faster; which of the two a shared process gives depends on what was allocated before (``--in-process``
+runs every model in this process, as earlier versions of this bench did, to show it). All workers
+train on the same pre-drawn batches, are warmed up first, and are timed in alternating blocks (the
+parent asks one worker at a time for a block; the order flips every repeat) so machine noise hits
+them alike; each number is the median over repeats of the mean ms/step of a block. The headline is
+the ratio: on a noisy machine a ratio holds where an absolute time does not.
 
-A second section shows why the models take their steps with ``unbind``: the backward pass of an LSTM
+A last section shows why the models take their steps with ``unbind``: the backward pass of an LSTM
 loop that reads ``x_proj[:, t]`` (each slice's backward writes a full-size zero gradient, so backward
 grows as T^2) against the same loop over ``x_proj.unbind(1)`` (one gradient for all steps).
 
 Run (CPU, one thread by default; ``--clock cpu`` times blocks by CPU time, steadier on a shared machine):
 
-    .venv/bin/python bench/palindrome_step.py [--clock cpu]
+    .venv/bin/python bench/palindrome_step.py [--clock cpu] [--in-process]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
 import platform
+import resource
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
+from multiprocessing.connection import Connection
 
 import torch
 import torch.nn.functional as F
@@ -103,16 +113,20 @@ def make_step(model: nn.Module) -> Callable[[Batch], None]:
     return step
 
 
-def interleaved_ms(blocks: list[Callable[[], float]], per_block: int, repeats: int) -> list[float]:
-    """Median over repeats of ms per call for each block (a block returns the seconds it measured).
+def interleaved(
+    blocks: list[Callable[[], tuple[float, float]]], per_block: int, repeats: int
+) -> list[tuple[float, float]]:
+    """Median over repeats of (ms per call, page faults per call) for each block; a block returns the
+    seconds and the page faults it measured.
 
     The blocks alternate and their order flips every repeat, so drift and noise hit all of them alike.
     """
-    times: list[list[float]] = [[] for _ in blocks]
+    times: list[list[tuple[float, float]]] = [[] for _ in blocks]
     for r in range(repeats):
         for i in range(len(blocks)) if r % 2 == 0 else reversed(range(len(blocks))):
-            times[i].append(blocks[i]() * 1e3 / per_block)
-    return [statistics.median(t) for t in times]
+            seconds, faults = blocks[i]()
+            times[i].append((seconds * 1e3 / per_block, faults / per_block))
+    return [(statistics.median(ms for ms, _ in t), statistics.median(f for _, f in t)) for t in times]
 
 
 @dataclass
@@ -125,28 +139,6 @@ class Row:
     @property
     def ratio(self) -> float:
         return self.scratch_ms / self.torch_ms
-
-
-def bench_pair(
-    name: str, scratch: nn.Module, baseline: nn.Module, batches: list[Batch], length: int, warmup: int, repeats: int
-) -> Row:
-    """ms/step of the scratch model and its baseline, each block one pass over the same batches."""
-    steps = [make_step(scratch), make_step(baseline)]
-    for step in steps:
-        for i in range(warmup):
-            step(batches[i % len(batches)])
-
-    def block(step: Callable[[Batch], None]) -> Callable[[], float]:
-        def run() -> float:
-            start = clock()
-            for batch in batches:
-                step(batch)
-            return clock() - start
-
-        return run
-
-    scratch_ms, torch_ms = interleaved_ms([block(s) for s in steps], len(batches), repeats)
-    return Row(length, name, scratch_ms, torch_ms)
 
 
 class MatmulFloor:
@@ -185,6 +177,107 @@ class MatmulFloor:
         torch.mm(x.t(), self.x_proj, out=self.dW_ih)
 
 
+#: What is timed: the floor, rnnkit's models and their torch.nn baselines (``build_step``).
+KINDS = ("floor", "lstm", "lstm-autograd", "torch-lstm", "rnn", "torch-rnn")
+
+
+@dataclass(frozen=True)
+class Settings:
+    hidden: int
+    batch: int
+    steps: int
+    warmup: int
+    threads: int
+    clock: str
+
+
+def palindrome_batches(length: int, settings: Settings) -> list[Batch]:
+    """The pre-drawn batches every model trains on (the same in every process: seeded)."""
+    task = PalindromeTask(PalindromeConfig(length=length), torch.device("cpu"), seed=0)
+    return [task.train_batch(settings.batch) for _ in range(settings.steps)]
+
+
+def build_step(kind: str, hidden: int, x: torch.Tensor) -> Callable[[Batch], None]:
+    """A training step of ``kind`` (one of ``KINDS``) for inputs shaped like x (batch, seq, 10), weights
+    from seed 0 (so lstm and lstm-autograd start equal)."""
+    torch.manual_seed(0)
+    if kind == "floor":
+        return MatmulFloor(hidden, x.shape[0], x.shape[1])
+    models: dict[str, Callable[[], nn.Module]] = {
+        "lstm": lambda: LSTM(NUM_DIGITS, hidden, NUM_DIGITS),
+        "lstm-autograd": lambda: LSTM(NUM_DIGITS, hidden, NUM_DIGITS, impl="autograd"),
+        "torch-lstm": lambda: TorchLSTM(hidden),
+        "rnn": lambda: VanillaRNN(NUM_DIGITS, hidden, NUM_DIGITS),
+        "torch-rnn": lambda: TorchRNN(hidden),
+    }
+    return make_step(models[kind]())
+
+
+class Timer:
+    """One kind's training step on the palindrome batches of one length, warmed up on construction."""
+
+    def __init__(self, kind: str, length: int, settings: Settings) -> None:
+        torch.set_num_threads(settings.threads)
+        self.clock = time.thread_time if settings.clock == "cpu" else time.perf_counter
+        self.batches = palindrome_batches(length, settings)
+        self.step = build_step(kind, settings.hidden, self.batches[0][0])
+        for i in range(settings.warmup):
+            self.step(self.batches[i % len(self.batches)])
+
+    def block(self) -> tuple[float, float]:
+        """One pass over the batches: (seconds by the clock, minor page faults of this process)."""
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        start = self.clock()
+        for batch in self.batches:
+            self.step(batch)
+        seconds = self.clock() - start
+        return seconds, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+
+
+def _serve(conn: Connection, kind: str, length: int, settings: Settings) -> None:
+    """A worker process: build and warm up one Timer, then time a block whenever the parent asks."""
+    timer = Timer(kind, length, settings)
+    conn.send(None)  # ready
+    while conn.recv():
+        conn.send(timer.block())
+
+
+def measure(
+    kinds: tuple[str, ...], length: int, settings: Settings, repeats: int, in_process: bool
+) -> dict[str, tuple[float, float]]:
+    """kind -> (ms per step, page faults per step), medians over interleaved blocks; each kind in a
+    worker process of its own, or all in this one (``in_process``, in the order of ``kinds``)."""
+    if in_process:
+        timers = [Timer(kind, length, settings) for kind in kinds]
+        return dict(zip(kinds, interleaved([t.block for t in timers], settings.steps, repeats), strict=True))
+    context = mp.get_context("spawn")
+    pipes, workers = [], []
+    try:
+        for kind in kinds:  # they build and warm up side by side; only the timed blocks take turns
+            parent, child = context.Pipe()
+            worker = context.Process(target=_serve, args=(child, kind, length, settings), daemon=True)
+            worker.start()
+            pipes.append(parent)
+            workers.append(worker)
+        for pipe in pipes:
+            pipe.recv()
+
+        def remote(pipe: Connection) -> Callable[[], tuple[float, float]]:
+            def run() -> tuple[float, float]:
+                pipe.send(True)
+                return pipe.recv()
+
+            return run
+
+        results = interleaved([remote(pipe) for pipe in pipes], settings.steps, repeats)
+    finally:
+        for pipe, worker in zip(pipes, workers, strict=True):
+            if worker.is_alive():
+                pipe.send(False)
+            worker.join(timeout=10)
+    return dict(zip(kinds, results, strict=True))
+
+
 @dataclass
 class FloorRow:
     length: int
@@ -192,6 +285,7 @@ class FloorRow:
     fused_ms: float
     autograd_ms: float
     torch_ms: float
+    faults: dict[str, float]  # kind -> page faults per step
 
     @property
     def ratios(self) -> dict[str, float]:
@@ -200,36 +294,6 @@ class FloorRow:
             "fused/torch": self.fused_ms / self.torch_ms,
             "autograd/torch": self.autograd_ms / self.torch_ms,
         }
-
-
-def bench_floor(hidden: int, batches: list[Batch], length: int, warmup: int, repeats: int) -> FloorRow:
-    """ms/step of the matmul floor, the lstm fused and autograd, and torch.nn.LSTM, interleaved."""
-    torch.manual_seed(0)
-    fused = LSTM(NUM_DIGITS, hidden, NUM_DIGITS, impl="fused")
-    autograd = LSTM(NUM_DIGITS, hidden, NUM_DIGITS, impl="autograd")
-    autograd.load_state_dict(fused.state_dict())
-    x = batches[0][0]
-    steps: list[Callable[[Batch], None]] = [
-        MatmulFloor(hidden, x.shape[0], x.shape[1]),
-        make_step(fused),
-        make_step(autograd),
-        make_step(TorchLSTM(hidden)),
-    ]
-    for step in steps:
-        for i in range(warmup):
-            step(batches[i % len(batches)])
-
-    def block(step: Callable[[Batch], None]) -> Callable[[], float]:
-        def run() -> float:
-            start = clock()
-            for batch in batches:
-                step(batch)
-            return clock() - start
-
-        return run
-
-    floor_ms, fused_ms, autograd_ms, torch_ms = interleaved_ms([block(s) for s in steps], len(batches), repeats)
-    return FloorRow(length, floor_ms, fused_ms, autograd_ms, torch_ms)
 
 
 def lstm_loop_sliced(x_proj: torch.Tensor, W_gh_t: torch.Tensor, hidden: int) -> torch.Tensor:
@@ -253,7 +317,7 @@ def bench_unbind(hidden: int, batch: Batch, calls: int, repeats: int) -> tuple[f
     model = LSTM(NUM_DIGITS, hidden, NUM_DIGITS)
     x, y = batch
 
-    def block(loop: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor], n: int) -> float:
+    def block(loop: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor], n: int) -> tuple[float, float]:
         seconds = 0.0
         for _ in range(n):
             x_proj = torch.addmm(model.b_g, x.flatten(0, 1), model.W_gx.t()).view(x.shape[0], -1, 4 * hidden)
@@ -263,12 +327,12 @@ def bench_unbind(hidden: int, batch: Batch, calls: int, repeats: int) -> tuple[f
             start = clock()
             loss.backward()
             seconds += clock() - start
-        return seconds
+        return seconds, 0.0
 
     loops = [lstm_loop_sliced, lstm_loop_unbind]
     for loop in loops:
         block(loop, 2)  # warm-up
-    sliced_ms, unbind_ms = interleaved_ms([partial(block, lp, calls) for lp in loops], calls, repeats)
+    (sliced_ms, _), (unbind_ms, _) = interleaved([partial(block, lp, calls) for lp in loops], calls, repeats)
     return sliced_ms, unbind_ms
 
 
@@ -283,6 +347,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     parser.add_argument("--unbind-length", type=int, default=35, help="T of the slicing-vs-unbind section")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="time blocks by wall or CPU time")
+    parser.add_argument(
+        "--in-process", action="store_true", help="run every model in this process instead of one worker each"
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args()
     global clock
@@ -295,34 +362,36 @@ def main() -> None:
         f"{args.warmup} warm-up steps, {args.clock} clock"
     )
 
+    settings = Settings(args.hidden, args.batch, args.steps, args.warmup, args.threads, args.clock)
     rows: list[Row] = []
     floor_rows: list[FloorRow] = []
     for length in lengths:
-        task = PalindromeTask(PalindromeConfig(length=length), torch.device("cpu"), seed=0)
-        batches = [task.train_batch(args.batch) for _ in range(args.steps)]
-        torch.manual_seed(0)
-        pairs: list[tuple[str, nn.Module, nn.Module]] = [
-            ("rnn", VanillaRNN(NUM_DIGITS, args.hidden, NUM_DIGITS), TorchRNN(args.hidden)),
-            ("lstm", LSTM(NUM_DIGITS, args.hidden, NUM_DIGITS), TorchLSTM(args.hidden)),
+        ms = measure(KINDS, length, settings, args.repeats, args.in_process)
+        rows += [
+            Row(length, "rnn", ms["rnn"][0], ms["torch-rnn"][0]),
+            Row(length, "lstm", ms["lstm"][0], ms["torch-lstm"][0]),
         ]
-        for name, scratch, baseline in pairs:
-            rows.append(bench_pair(name, scratch, baseline, batches, length, args.warmup, args.repeats))
-        floor_rows.append(bench_floor(args.hidden, batches, length, args.warmup, args.repeats))
+        faults = {kind: ms[kind][1] for kind in KINDS}
+        lstm_ms = (ms[kind][0] for kind in ("floor", "lstm", "lstm-autograd", "torch-lstm"))
+        floor_rows.append(FloorRow(length, *lstm_ms, faults))
 
-    print(f"\n{'T':>4}  {'model':<6} {'scratch ms/step':>16} {'torch ms/step':>14} {'scratch/torch':>14}")
+    where = "all in this process" if args.in_process else "each model in a process of its own"
+    print(f"\n({where})")
+    print(f"{'T':>4}  {'model':<6} {'scratch ms/step':>16} {'torch ms/step':>14} {'scratch/torch':>14}")
     for row in rows:
         print(f"{row.length:>4}  {row.model:<6} {row.scratch_ms:>16.2f} {row.torch_ms:>14.2f} {row.ratio:>14.2f}")
 
     print("\nLSTM step against the matmul floor (ms/step; targets: fused/floor <= 1.5, fused/torch <= 0.75)")
     print(
         f"{'T':>4}  {'floor':>7} {'fused':>7} {'autograd':>9} {'torch':>7}  "
-        f"{'fused/floor':>11} {'fused/torch':>11} {'autograd/torch':>14}"
+        f"{'fused/floor':>11} {'fused/torch':>11} {'autograd/torch':>14}   page faults/step fused, torch"
     )
     for fr in floor_rows:
         r = fr.ratios
         print(
             f"{fr.length:>4}  {fr.floor_ms:>7.2f} {fr.fused_ms:>7.2f} {fr.autograd_ms:>9.2f} {fr.torch_ms:>7.2f}  "
-            f"{r['fused/floor']:>11.2f} {r['fused/torch']:>11.2f} {r['autograd/torch']:>14.2f}"
+            f"{r['fused/floor']:>11.2f} {r['fused/torch']:>11.2f} {r['autograd/torch']:>14.2f}   "
+            f"{fr.faults['lstm']:>8.0f} {fr.faults['torch-lstm']:>6.0f}"
         )
 
     task = PalindromeTask(PalindromeConfig(length=args.unbind_length), torch.device("cpu"), seed=0)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,24 @@ class SequenceClassification(ModelKind):
         return logits
 
 
+@runtime_checkable
+class StepStates(Protocol):
+    """A sequence-classification model that shows its state after every step (optional;
+    ``train.record_gradients`` needs it).
+
+    ``step_states(x)``, x (batch, seq, input_size), returns ``(logits, states)``: the logits forward
+    returns (batch, num_classes), and ``states``, a list of seq tensors (batch, ...): the state the
+    recurrence carries from step t to step t+1, the one its memory travels in (the vanilla RNN's h_t,
+    the LSTM's cell c_t). They must be the very tensors the later steps and the logits are computed
+    from, so that autograd gives the whole gradient of the loss against s_t, through every later step
+    (a copy, a stack or a detached tensor gets only its direct part, or none). ``rnnkit.gradient_flow``
+    measures ‖∂L/∂s_t‖ with it; a model without it trains as before and records no gradients.
+    ``rnnkit.testing.check_model`` checks it.
+    """
+
+    def step_states(self, x: Any) -> tuple[Any, list[Any]]: ...
+
+
 @dataclass(frozen=True)
 class CharLM(ModelKind):
     """Character ids in, next-character logits at every step and the carried state out."""
@@ -105,6 +123,24 @@ class CharLM(ModelKind):
         logits = _logits(output[0], name, self.name)
         _check_shape(logits, (self.batch, self.steps, dims["vocab_size"]), name)
         return logits
+
+
+@runtime_checkable
+class StateInspectable(Protocol):
+    """A char-lm model that shows its states step by step (optional; ``rnnkit inspect`` needs it).
+
+    ``inspect_states(tokens, state=None)`` takes tokens (batch, seq) int64 and, optionally, a state
+    that the model's forward returned (the text before them), and returns a dict of named tensors,
+    each (seq, batch, layers, units): the state at step t after reading ``tokens[:, t]``, for every
+    layer. The first entry is the one shown and correlated by default: ``cell`` (tanh(c_t)) for an
+    LSTM, ``hidden`` (h_t) for a model without a cell state such as a GRU; gates go under names
+    like ``input_gate``, ``forget_gate``, ``output_gate``, ``update_gate``, ``reset_gate``. Every
+    value lies in [-1, 1] (tanh and sigmoid outputs), so one colour scale serves them all, and the
+    states must be the ones forward computes in eval mode. rnnkit calls it in eval mode under
+    ``torch.inference_mode()``; ``rnnkit.testing.check_model`` checks it.
+    """
+
+    def inspect_states(self, tokens: Any, state: Any = None) -> Mapping[str, Any]: ...
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 Each figure says on itself what it shows: what a line, a band or an error bar is and over how many
 runs, how a metric is defined where the name alone does not say, and the settings of the runs in the
-title. A sweep's figure (``sweep_figure``), a run's curves or several runs overlaid (``runs_figure``)
-and a GCN comparison (``gcn_figure``) each return a ``matplotlib.figure.Figure``.
+title. A sweep's figure (``sweep_figure``), a run's curves or several runs overlaid (``runs_figure``),
+a GCN comparison (``gcn_figure``) and the gradient flow through time of a run (``gradients_figure``) or
+of a sweep (``gradient_sweep_figure``) each return a ``matplotlib.figure.Figure``.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -25,6 +28,7 @@ from rnnkit.checkpoint import META_FILE, read_meta
 from rnnkit.errors import CheckpointError, RunError, UsageError
 from rnnkit.gcn import RESULTS_FILE as GCN_RESULTS
 from rnnkit.gcn import read_results as read_gcn_results
+from rnnkit.gradient_flow import GRADIENTS_FILE, flow_ratio, read_gradients, start_and_end
 from rnnkit.runner import METRICS_FILE, saved_spec
 from rnnkit.stats import CONFIDENCE, Aggregate, aggregate
 from rnnkit.sweep import FIGURE_FILE, RESULTS_FILE, read_results, read_sweep_file
@@ -513,6 +517,209 @@ def run_figure(
     return runs_figure([RunCurves(title or "run", records, config or {}, record or {})], title)
 
 
+#: What the gradient-flow figures draw, written on them.
+GRADIENT_NOTE = (
+    "‖∂L/∂s_t‖: the norm of the gradient of the last step's loss L (the mean cross-entropy over one fixed "
+    "batch, the same at every record) against the state s_t after step t, through every later step; s_t is "
+    "the state the model carries to the next step (vanilla RNN: h_t; LSTM: the cell c_t)"
+)
+RATIO_NOTE = (
+    "ratio: ‖∂L/∂s_1‖ / ‖∂L/∂s_T‖, how much of the gradient at the last step reaches the first, T = length - 1 "
+    "steps (theory: a^(T-1) for an RNN with W_hh = a·I in tanh's linear regime; 1 for an LSTM whose forget "
+    "gates are 1)"
+)
+#: The columns ``gradient_rows`` adds to a sweep's rows: the ratio at initialisation and at the end.
+RATIO_COLUMNS = {"gradient_ratio_start": "at initialisation (step 0)", "gradient_ratio_end": "at the end of training"}
+
+
+def _state_symbol(config: dict[str, Any]) -> str:
+    name = (config.get("model") or {}).get("name") if isinstance(config.get("model"), dict) else None
+    return {"rnn": "h_t", "lstm": "c_t"}.get(str(name), "s_t")
+
+
+def _spread(records: list[dict[str, Any]], most: int) -> list[dict[str, Any]]:
+    """At most ``most`` records evenly spread over ``records``, the first and the last always among them."""
+    if len(records) <= most:
+        return list(records)
+    picks = sorted({round(i * (len(records) - 1) / (most - 1)) for i in range(most)})
+    return [records[i] for i in picks]
+
+
+def gradients_figure(
+    records: list[dict[str, Any]],
+    title: str = "",
+    config: dict[str, Any] | None = None,
+    record: dict[str, Any] | None = None,
+    most: int = 10,
+) -> Any:
+    """A run's gradient flow through time from its gradients.jsonl ``records``: ‖∂L/∂s_t‖ against the
+    sequence step t on a log axis, one curve per recorded training step (at most ``most``, evenly
+    spread, the first and last always), coloured from the first record (dark) to the last (light); each
+    curve's ratio ‖∂L/∂s_1‖ / ‖∂L/∂s_T‖ in the legend."""
+    records = [r for r in records if r.get("norms")]
+    if not records:
+        raise UsageError("no gradient records to plot")
+    config = config or {}
+    shown = _spread(records, most)
+    fig = _figure(9.5, 4.8)
+    ax = fig.add_subplot()
+    cmap = colormaps["viridis"]
+    last = max(r["step"] for r in shown) or 1
+    hidden = 0
+    longest = 0
+    for i, r in enumerate(shown):
+        points = [(t, n) for t, n in enumerate(r["norms"], 1) if math.isfinite(n) and n > 0]
+        hidden += len(r["norms"]) - len(points)
+        longest = max(longest, len(r["norms"]))
+        ratio = flow_ratio(r["norms"])
+        when = " (initialisation)" if r["step"] == 0 else " (last record)" if r is records[-1] else ""
+        ax.plot(
+            [t for t, _ in points],
+            [n for _, n in points],
+            color=cmap(0.88 * r["step"] / last),  # viridis up to its yellow-green, which still shows on white
+            marker=MARKERS[i % len(MARKERS)] if longest <= 60 else None,
+            markersize=3.5,
+            linewidth=1.4,
+            label=f"step {r['step']:,}{when}: ratio {ratio:.2g}",
+        )
+    ax.set_yscale("log")
+    ax.set_xlabel("step t of the sequence (1: the first digit read)")
+    symbol = _state_symbol(config)
+    ax.set_ylabel(f"‖∂L/∂{symbol}‖ (log scale)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
+    ax.grid(alpha=0.3, which="both")
+    fig.legend(fontsize=7, title="training step: ratio", title_fontsize=7, loc="outside right upper")
+    settings = settings_text(config, record)
+    head = title or "gradient flow through time"
+    ax.set_title(f"{head}\n{settings}" if settings else head, fontsize=10)  # over the axes: the legend is beside them
+    _caption(
+        fig,
+        [
+            GRADIENT_NOTE,
+            RATIO_NOTE,
+            f"{len(shown)} of {len(records)} records shown, evenly spread" if len(shown) < len(records) else "",
+            f"{hidden} norms of 0 or not finite (underflow, divergence) not drawn" if hidden else "",
+        ],
+    )
+    return fig
+
+
+def gradient_rows(sweep_dir: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` of a sweep's results.csv with the ratio ‖∂L/∂s_1‖ / ‖∂L/∂s_T‖ of each run at its start
+    and at its end (``RATIO_COLUMNS``; None where the run has no such record), read from the run
+    directories inside ``sweep_dir``."""
+    out = []
+    for row in rows:
+        run_dir = Path(sweep_dir) / Path(str(row.get("run_dir") or "")).name
+        start, end = start_and_end(read_gradients(run_dir)) if row.get("run_dir") else (None, None)
+        ratios = [flow_ratio(r["norms"]) if r is not None else None for r in (start, end)]
+        out.append({**row, **dict(zip(RATIO_COLUMNS, ratios, strict=True))})
+    return out
+
+
+def gradient_sweep_figure(rows: list[dict[str, Any]], keys: list[str], *, x: str | None = None, title: str = "") -> Any:
+    """The ratio ‖∂L/∂s_1‖ / ‖∂L/∂s_T‖ against a swept key (the length) at initialisation and at the end
+    of training, side by side on one log axis; one line per combination of the other swept keys (the
+    model): the geometric mean over seeds, each run a dot, filled where the run was solved. ``rows``
+    come from ``gradient_rows``."""
+    x = sweep_axes(rows, keys, x)
+    recorded = [r for r in rows if any(r.get(c) is not None for c in RATIO_COLUMNS)]
+    if not recorded:
+        raise UsageError(
+            "no run of this sweep recorded its gradient flow (train.record_gradients: sweeps record it by "
+            "default where the model shows its per-step states)"
+        )
+    others = [k for k in keys if k != x]
+    combinations = list(dict.fromkeys(tuple(r.get(k) for k in others) for r in recorded))
+    xs_all = sorted({r.get(x) for r in recorded}, key=lambda v: (not isinstance(v, int | float), v))
+    numeric = all(isinstance(v, int | float) for v in xs_all)
+
+    def position(value: Any) -> float:
+        return value if numeric else xs_all.index(value)
+
+    fig = _figure(11.0, 4.8)
+    axes = fig.subplots(1, 2, sharey=True)
+    dropped = 0
+    seeds_per_point: set[int] = set()
+    for ax, (column, when) in zip(axes, RATIO_COLUMNS.items(), strict=True):
+        for i, combination in enumerate(combinations):
+            group = [r for r in recorded if tuple(r.get(k) for k in others) == combination]
+            colour = f"C{i % 10}"
+            line_x, line_y = [], []
+            for value in xs_all:
+                ratios = [r for r in group if r.get(x) == value and r.get(column) is not None]
+                good = [r for r in ratios if math.isfinite(r[column]) and r[column] > 0]
+                dropped += len(ratios) - len(good)
+                if not good:
+                    continue
+                seeds_per_point.add(len(good))
+                line_x.append(position(value))
+                line_y.append(10 ** statistics.fmean([math.log10(r[column]) for r in good]))
+                solved = [r for r in good if r.get("status") == "solved"]
+                unsolved = [r for r in good if r.get("status") != "solved"]
+                for runs, face in ((solved, colour), (unsolved, "none")):
+                    if runs:
+                        ax.scatter(
+                            [position(value)] * len(runs),
+                            [r[column] for r in runs],
+                            s=22,
+                            facecolors=face,
+                            edgecolors=colour,
+                            linewidths=1.0,
+                            alpha=0.8,
+                            zorder=4,
+                        )
+            name = ", ".join(
+                f"{k}={v}" if len(others) > 1 else str(v) for k, v in zip(others, combination, strict=True)
+            )
+            ax.plot(
+                line_x,
+                line_y,
+                color=colour,
+                linestyle=LINESTYLES[i % len(LINESTYLES)],
+                linewidth=1.5,
+                label=name or "ratio",
+                zorder=3,
+            )
+        ax.axhline(1.0, color="grey", linestyle=":", linewidth=1)
+        ax.set_yscale("log")
+        ax.set_title(when, fontsize=10)
+        ax.set_xlabel("palindrome length T" if x == "length" else x)
+        ax.grid(alpha=0.3)
+        if not numeric:
+            ax.set_xticks(list(range(len(xs_all))), [str(v) for v in xs_all])
+        elif len(xs_all) <= 16 and all(_is_int(v) for v in xs_all):
+            ax.xaxis.set_major_locator(FixedLocator(xs_all))
+    axes[0].set_ylabel("‖∂L/∂s_1‖ / ‖∂L/∂s_T‖ (log scale)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    handles += [
+        Line2D([], [], color="grey", linestyle=":", linewidth=1),
+        Line2D([], [], marker="o", linestyle="", color="0.3", markersize=5),
+        Line2D([], [], marker="o", linestyle="", color="0.3", markerfacecolor="none", markersize=5),
+    ]
+    labels += ["ratio 1: nothing lost on the way back", "a run, solved", "a run, not solved"]
+    axes[1].legend(handles, labels, fontsize=7, loc="best")
+    fig.suptitle(title or f"gradient flow through time against {x}", fontsize=10)
+    n = (
+        f"n = {min(seeds_per_point)}"
+        if len(seeds_per_point) <= 1
+        else f"n = {min(seeds_per_point)}-{max(seeds_per_point)}"
+    )
+    missing = len(rows) - len(recorded)
+    _caption(
+        fig,
+        [
+            f"line: the geometric mean over seeds ({n} per point); dot: one run, filled where it was solved (its "
+            "training accuracy reached the early-stop threshold)",
+            RATIO_NOTE,
+            GRADIENT_NOTE,
+            f"{dropped} ratios of 0 or not finite (underflow, divergence) not drawn" if dropped else "",
+            f"{missing} runs without gradient records not drawn" if missing else "",
+        ],
+    )
+    return fig
+
+
 def save_figure(fig: Any, path: Path) -> Path:
     """Save ``fig``; the format follows the file extension (png, pdf, svg ...)."""
     path = Path(path)
@@ -530,15 +737,20 @@ def save_figure(fig: Any, path: Path) -> Path:
     return path
 
 
-def plot_path(path: Path, out: Path | None = None, *, x: str | None = None, metric: str | None = None) -> Path:
+def plot_path(
+    path: Path, out: Path | None = None, *, x: str | None = None, metric: str | None = None, gradients: bool = False
+) -> Path:
     """Plot a sweep directory (``metric``, default best accuracy, against swept key ``x``), a run
-    directory (loss and accuracy curves) or a gcn directory (the implementations side by side)."""
+    directory (loss and accuracy curves) or a gcn directory (the implementations side by side); with
+    ``gradients``, the gradient flow through time of a run or a sweep instead."""
     path = Path(path)
-    if path.is_file() and path.name in (RESULTS_FILE, METRICS_FILE, GCN_RESULTS):
+    if path.is_file() and path.name in (RESULTS_FILE, METRICS_FILE, GCN_RESULTS, GRADIENTS_FILE):
         path = path.parent
     is_sweep = path.is_dir() and (path / RESULTS_FILE).is_file() and not (path / GCN_RESULTS).is_file()
     if (x is not None or metric is not None) and not is_sweep:
         raise UsageError("--x and --metric are for sweep directories (with results.csv)")
+    if gradients:
+        return _plot_gradients(path, out, is_sweep, x, metric)
     if path.is_dir() and (path / GCN_RESULTS).is_file():
         summary = read_gcn_results(path / GCN_RESULTS)
         return save_figure(gcn_figure(summary), _target(out, path, "comparison.png"))
@@ -561,14 +773,55 @@ def plot_path(path: Path, out: Path | None = None, *, x: str | None = None, metr
     )
 
 
-def plot_paths(paths: list[Path], out: Path | None = None, *, x: str | None = None, metric: str | None = None) -> Path:
+def _plot_gradients(path: Path, out: Path | None, is_sweep: bool, x: str | None, metric: str | None) -> Path:
+    """``rnnkit plot PATH --gradients``: a sweep's ratios against the length, or a run's norms against t."""
+    if metric is not None:
+        raise UsageError("--metric and --gradients draw different figures: give one of them")
+    if is_sweep:
+        rows = gradient_rows(path, read_results(path / RESULTS_FILE))
+        keys = list(read_sweep_file(path)["keys"])
+        chosen = sweep_axes(rows, keys, x)
+        figure = gradient_sweep_figure(
+            rows, keys, x=chosen, title=f"{path.name}: gradient flow through time against {chosen}"
+        )
+        return save_figure(figure, _target(out, path, f"gradient_ratio_vs_{chosen}.png"))
+    if path.is_dir() and (path / METRICS_FILE).is_file():
+        records = read_gradients(path)
+        if not records:
+            raise UsageError(
+                f"{path} has no gradient records ({GRADIENTS_FILE}): train it with train.record_gradients=true "
+                "(a sequence-classification model that shows its per-step states)"
+            )
+        try:
+            record = read_meta(path / META_FILE)
+        except CheckpointError:
+            record = {}
+        figure = gradients_figure(records, path.name, saved_spec(path) or {}, record)
+        return save_figure(figure, _target(out, path, "gradients.png"))
+    if not path.exists():
+        raise UsageError(f"{path} does not exist")
+    raise UsageError(
+        f"--gradients is for a run directory (with {METRICS_FILE}) or a sweep directory (with {RESULTS_FILE})"
+    )
+
+
+def plot_paths(
+    paths: list[Path],
+    out: Path | None = None,
+    *,
+    x: str | None = None,
+    metric: str | None = None,
+    gradients: bool = False,
+) -> Path:
     """``plot_path`` for one path; for several, their runs overlaid in one figure (each must be a run
     directory), written to ``out``, else beside them: ``<a>_vs_<b>.png`` in their common folder."""
     paths = [Path(p) for p in paths]
     if not paths:
         raise UsageError("give a sweep, run or gcn directory to plot")
     if len(paths) == 1:
-        return plot_path(paths[0], out, x=x, metric=metric)
+        return plot_path(paths[0], out, x=x, metric=metric, gradients=gradients)
+    if gradients:
+        raise UsageError("--gradients draws one run or one sweep: give one directory")
     if x is not None or metric is not None:
         raise UsageError("--x and --metric are for one sweep directory, not for runs overlaid")
     runs = []

@@ -2,10 +2,13 @@
 
 runs/<name>/config.yaml        the resolved spec (enough to rebuild the model and resume)
 runs/<name>/metrics.jsonl      one JSON object per logged step, then the final evaluation
+runs/<name>/gradients.jsonl    with train.record_gradients: the gradient flow through time at the start
+                               and after every evaluation (rnnkit.gradient_flow)
 runs/<name>/meta.json          the run's record: id, status, steps, metrics (updated at each checkpoint,
                                at the end, and on failure)
 runs/<name>/checkpoint/        the latest complete checkpoint: model.safetensors, meta.json, state.pt
-runs/<name>/best/              weights and meta.json of the best validation loss so far
+runs/<name>/best/              weights and meta.json of the best validation loss so far (5 s and a step
+                               behind at most, never behind the checkpoint: see Checkpointer)
 runs/<name>/.lock              held by the one process that owns the run (see rnnkit.rundir)
 
 Checkpoints are published whole (see rnnkit.checkpoint): a kill at any moment loses at most the
@@ -32,6 +35,7 @@ from rnnkit.checkpoint import (
     CHECKPOINT_LINK,
     META_FILE,
     STATE_FILE,
+    ThrottledPublisher,
     atomic_write_text,
     checkpoint_dir,
     checkpoint_files,
@@ -48,6 +52,7 @@ from rnnkit.dashboards import check_dashboards, close_dashboards, open_dashboard
 from rnnkit.device import resolve_device
 from rnnkit.distributed import Distributed
 from rnnkit.errors import CheckpointError, RnnkitError, RnnkitWarning, RunError, SpecError
+from rnnkit.gradient_flow import GRADIENTS_FILE, shows_states
 from rnnkit.memory import memory_budget
 from rnnkit.progress import TrainingProgress, may_stop_early
 from rnnkit.provenance import gather_provenance, mark_ended, resumed_provenance
@@ -56,7 +61,7 @@ from rnnkit.rundir import CONFIG_FILE, METRICS_FILE, RunLock, claim_new_run_dir
 from rnnkit.spec import RunSpec, parse_yaml_text
 from rnnkit.task import Task
 from rnnkit.tasks import TASK_TYPES
-from rnnkit.training import Callback, Trainer
+from rnnkit.training import Callback, StepStats, Trainer
 from rnnkit.version import __version__
 
 #: How a finished run ended. ``solved``: early stop reached; ``plateau``: stopped without progress;
@@ -94,6 +99,47 @@ class MetricsWriter(Callback):
         self.file.close()
 
 
+class GradientRecorder(Callback):
+    """``train.record_gradients``: the task's gradient-flow measurement (``rnnkit.gradient_flow``) at the
+    start of a new run (step 0) and after every evaluation, appended to gradients.jsonl and flushed line
+    by line (a resumed run first drops the records past its checkpoint, as for metrics.jsonl)."""
+
+    def __init__(self, path: Path, task: Task, model: torch.nn.Module, batch_size: int) -> None:
+        self.task, self.model, self.batch_size = task, model, batch_size
+        self.file: IO[str] = open(path, "a", encoding="utf-8")
+
+    def on_start(self, spec: RunSpec, run_dir: Path, resumed: bool) -> None:
+        if not resumed:
+            self.record(0)
+
+    def on_eval(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        self.record(trainer.step)
+
+    def record(self, step: int) -> None:
+        flow = self.task.gradient_flow(self.model, self.batch_size)
+        self.file.write(json.dumps(finite_json(flow.record(step)), allow_nan=False) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def gradient_recorders(spec: RunSpec, run_dir: Path, task: Task, model: torch.nn.Module) -> list[GradientRecorder]:
+    """The recorder ``train.record_gradients`` asks for, or none: a task without the measurement or a
+    model that does not show its per-step states records nothing, with one warning saying which."""
+    if not spec.train.record_gradients:
+        return []
+    if not task.measures_gradient_flow or not shows_states(model):
+        why = (
+            f"the {task.name} task has no gradient-flow measurement"
+            if not task.measures_gradient_flow
+            else f"model '{spec.model_name}' declares no step_states(x) (rnnkit.kinds.StepStates)"
+        )
+        warnings.warn(f"train.record_gradients: no gradients recorded: {why}", RnnkitWarning, stacklevel=2)
+        return []
+    return [GradientRecorder(run_dir / GRADIENTS_FILE, task, model, spec.train.batch_size)]
+
+
 # ---------------------------------------------------------------------------------------------
 # What a run directory holds
 
@@ -119,9 +165,13 @@ def saved_spec(run_dir: Path) -> dict[str, Any] | None:
 def spec_differences(saved: dict[str, Any], planned: dict[str, Any], prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two resolved specs. ``out_dir`` is not the run's, and a
     key the saved spec lacks is a setting added since it was written (its default applied then). ``log``
-    (dashboards) changes nothing in the training."""
+    (dashboards) and ``train.record_gradients`` (a measurement) change nothing in the training."""
     keys = [
-        k for k in dict.fromkeys([*saved, *planned]) if not (prefix == "" and k in ("out_dir", "log")) and k in saved
+        k
+        for k in dict.fromkeys([*saved, *planned])
+        if not (prefix == "" and k in ("out_dir", "log"))
+        and not (prefix == "train." and k == "record_gradients")
+        and k in saved
     ]
     diffs = []
     for key in keys:
@@ -152,18 +202,30 @@ def finished_meta(run_dir: Path) -> dict[str, Any] | None:
 class Checkpointer(Callback):
     """Training callback: the latest checkpoint every ``checkpoint_every`` steps (weights, meta and the
     trainer state for resume) and, after each evaluation that improves the validation loss, the best
-    weights in ``best/``. Each is published whole, then the run's record is updated."""
+    weights in ``best/``. Each is published whole, then the run's record is updated.
 
-    def __init__(self, run_dir: Path, model: Any, base_meta: dict[str, Any]) -> None:
+    The best weights are copied in memory at each improvement and published at most every
+    ``best_every_s`` seconds (checked after every step), and always before a checkpoint: the best loss
+    a checkpoint's trainer state records is then the loss of the weights in ``best/``.
+    """
+
+    #: at most one publish of ``best/`` in this many seconds while training (see ThrottledPublisher)
+    BEST_EVERY_S = 5.0
+
+    def __init__(self, run_dir: Path, model: Any, base_meta: dict[str, Any], best_every_s: float | None = None) -> None:
         self.run_dir = run_dir
         self.model = model
         self.base_meta = base_meta
+        self.best = ThrottledPublisher(run_dir, BEST_LINK, self.BEST_EVERY_S if best_every_s is None else best_every_s)
 
     def meta(self, trainer: Trainer, status: str, **extra: Any) -> dict[str, Any]:
         return {**self.base_meta, "status": status, "steps": trainer.step, "seconds": trainer.seconds_so_far(), **extra}
 
     def save(self, trainer: Trainer, meta: dict[str, Any]) -> None:
-        """Publish the latest checkpoint (with the trainer state), then record it as the run's state."""
+        """Publish the best weights still in memory, then the latest checkpoint (with the trainer state),
+        then record it as the run's state. A kill between the two leaves ``best/`` ahead of the
+        checkpoint, never behind it: the resumed run reaches that best again and publishes it anew."""
+        self.best.flush()
         buffer = io.BytesIO()
         torch.save({"run_id": self.base_meta["run_id"], "trainer": trainer.state_dict()}, buffer)
         files = {**checkpoint_files(self.model.state_dict(), meta), STATE_FILE: buffer.getvalue()}
@@ -173,11 +235,13 @@ class Checkpointer(Callback):
     def on_checkpoint(self, trainer: Trainer) -> None:
         self.save(trainer, self.meta(trainer, "running", best_accuracy=trainer.best_accuracy))
 
+    def on_step(self, stats: StepStats) -> None:
+        self.best.poll()
+
     def on_eval(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         if metrics["loss"] < trainer.best_eval_loss:
             eval_metrics = {f"eval_{k}": v for k, v in metrics.items()}
-            files = checkpoint_files(self.model.state_dict(), self.meta(trainer, "best", **eval_metrics))
-            publish(self.run_dir, BEST_LINK, files)
+            self.best.offer(self.model.state_dict(), self.meta(trainer, "best", **eval_metrics))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,6 +424,7 @@ def _start_fresh(run_dir: Path, spec: RunSpec) -> str:
             "choose another directory"
         )
     (run_dir / METRICS_FILE).unlink(missing_ok=True)  # what a run that failed before its first checkpoint logged
+    (run_dir / GRADIENTS_FILE).unlink(missing_ok=True)
     run_id = uuid.uuid4().hex
     atomic_write_text(run_dir / CONFIG_FILE, spec.to_yaml())
     write_json(run_dir / META_FILE, {"run_id": run_id, "status": "running", "steps": 0, "spec": spec.to_dict()})
@@ -419,6 +484,7 @@ def restore(
     if saved.get("status") in FINISHED_STATUSES:
         trainer.stopping = None  # a finished run given more steps trains on
     _truncate_metrics(run_dir / METRICS_FILE, trainer.step)
+    _truncate_metrics(run_dir / GRADIENTS_FILE, trainer.step)
     atomic_write_text(run_dir / CONFIG_FILE, spec.to_yaml())
     return run_id, trainer_state
 
@@ -434,6 +500,8 @@ def _train(
     callbacks: list[Callback],
 ) -> dict[str, Any]:
     resumed = trainer.step > 0 or trainer.eval_pending or trainer.stopping is not None
+    recorders = gradient_recorders(spec, run_dir, task, model)
+    callbacks = [*callbacks, *recorders]
     for cb in callbacks:
         cb.on_start(spec, run_dir, resumed)
     dashboards = open_dashboards(spec, run_dir, resumed, step=trainer.step, run_id=base_meta["run_id"])
@@ -453,6 +521,8 @@ def _train(
             result = trainer.run()
     finally:
         metrics.close()
+        for recorder in recorders:
+            recorder.close()
         close_dashboards(dashboards)
     meta = {**mark_ended(base_meta), **result.to_dict()}
     checkpointer.save(trainer, meta)

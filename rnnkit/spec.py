@@ -77,6 +77,9 @@ class TrainConfig:
     max_memory_gb: float = field(default=0.0, metadata={"ge": 0})  # 0: half of the available memory
     # fp32, or bf16 autocast for forward passes (weights, gradients and optimiser state stay float32)
     precision: Literal["fp32", "bf16"] = "fp32"
+    # gradient flow through time (rnnkit.gradient_flow) at the start and after every evaluation, into
+    # gradients.jsonl; changes nothing in the training (sweeps turn it on where the task measures it)
+    record_gradients: bool = False
     early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
     plateau: PlateauConfig = field(default_factory=PlateauConfig)
 

@@ -11,7 +11,10 @@ shorthands for ``model.name`` and ``task.length``. A run whose directory already
 run of the same resolved spec is skipped; another spec always gets another directory (its hash
 differs), so nothing is overwritten. Several sweep processes on one directory, on one machine or on
 several sharing a filesystem, divide the runs through the run locks. Where runs execute is an
-executor's business (``LocalExecutor`` here, ``rnnkit.ray_executor.RayExecutor``).
+executor's business (``LocalExecutor`` here, ``rnnkit.ray_executor.RayExecutor``). Unless the sweep
+says otherwise, its runs record the gradient flow through time (``train.record_gradients``) where the
+task measures it and the model shows its per-step states: two measurements per run by default, a
+fraction of a percent of its time.
 """
 
 from __future__ import annotations
@@ -33,10 +36,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from rnnkit.checkpoint import META_FILE, atomic_write_text, write_json
 from rnnkit.config import ConfigBuilder
 from rnnkit.device import resolve_device
 from rnnkit.errors import RunError, UsageError
+from rnnkit.gradient_flow import shows_states
+from rnnkit.kinds import KINDS
 from rnnkit.memory import memory_budget
 from rnnkit.registry import get_model
 from rnnkit.rundir import RunLock, is_locked, prepare_run_dir
@@ -169,12 +176,22 @@ LATER_SETTINGS = {
 }
 
 
+#: Settings that change what a run records, not what it trains: never part of the hash (like ``log``),
+#: so a sweep finds its runs whichever way they are set (``rnnkit.runner.spec_differences`` ignores
+#: them too).
+RECORDING_SETTINGS = (("train", "record_gradients"),)
+
+
 def spec_hash(spec: RunSpec) -> str:
     """Eight hex digits of a sha256 of the resolved spec; its name, output folder and dashboards
-    (``log``, which change nothing in the training) left out, and ``LATER_SETTINGS`` at their defaults."""
+    (``log``, which change nothing in the training) left out, ``RECORDING_SETTINGS`` too, and
+    ``LATER_SETTINGS`` at their defaults."""
     data = {k: v for k, v in spec.to_dict().items() if k not in ("name", "out_dir", "log")}
     for (section, key), default in LATER_SETTINGS.items():
         if data.get(section, {}).get(key, default) == default:
+            data[section] = {k: v for k, v in data[section].items() if k != key}
+    for section, key in RECORDING_SETTINGS:
+        if key in data.get(section, {}):
             data[section] = {k: v for k, v in data[section].items() if k != key}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
@@ -257,6 +274,7 @@ class SweepPlan:
         ``<column=value>_..._seed=<n>_<hash>``."""
         runs = []
         columns = self.columns
+        shown: dict[str, bool] = {}  # model name -> whether it shows its per-step states
         for combination in itertools.product(*self.grid.values()):
             values = dict(zip(columns, combination, strict=True))
             setting = dict(zip(self.grid, combination, strict=True))
@@ -266,14 +284,45 @@ class SweepPlan:
                 overrides: list[Any] = [*per_length.items(), *self.overrides, *setting.items()]
                 overrides += [("name", readable), ("seed", seed), ("out_dir", str(self.out))]
                 spec = resolve_spec(self.base, overrides, default_name=readable)
+                if not self.sets("train.record_gradients") and not spec.train.record_gradients:
+                    on = records_gradients_by_default(spec, shown)
+                    spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, record_gradients=on))
                 spec = dataclasses.replace(spec, name=f"{readable}_{spec_hash(spec)}")
                 runs.append(PlannedRun(values, seed, spec))
         return runs
+
+    def sets(self, key: str) -> bool:
+        """Whether the sweep itself sets dotted ``key`` anywhere: its grid, ``-s``, per-length overrides
+        or the base spec."""
+        if key in self.grid or any(parse_override(o)[0] == key for o in self.overrides):
+            return True
+        if any(key in values for values in self.per_length.values()):
+            return True
+        section, _, name = key.partition(".")
+        base = self.base.get(section)
+        return isinstance(base, dict) and name in base
 
     def threshold(self, runs: list[PlannedRun]) -> float | None:
         """The solve threshold of classification runs (the first run's early-stop threshold), else None."""
         value = runs[0].spec.train.early_stop.threshold if runs else 0.0
         return value or None
+
+
+def records_gradients_by_default(spec: RunSpec, cache: dict[str, bool] | None = None) -> bool:
+    """Whether a sweep run records the gradient flow unless told (``train.record_gradients``): where its
+    task measures it and its model shows its per-step states (``rnnkit.kinds.StepStates``). To see, the
+    model is built once per model name with its default config on the kind's tiny sizes (the global
+    random state kept): never with the run's own sizes, which the memory check has not bounded yet."""
+    task_type = TASK_TYPES[spec.task_name]
+    if not task_type.measures_gradient_flow:
+        return False
+    cache = {} if cache is None else cache
+    key = spec.model_name
+    if key not in cache:
+        model_def = get_model(spec.model_name, task_type.kind)
+        with torch.random.fork_rng(devices=[]):
+            cache[key] = shows_states(model_def.build(model_def.config(), **KINDS[task_type.kind].tiny_dims))
+    return cache[key]
 
 
 @dataclass

@@ -8,7 +8,8 @@ uninterrupted run would have drawn. Each task names the model kind its models mu
 
 The optional members have defaults here, so the loop and the runner call them on every task
 without probing: ``meta`` (saved with each checkpoint), ``units_per_step`` (what the progress bar
-counts), ``sample`` (text to watch while training), ``check_memory`` (refuse a run that cannot fit).
+counts), ``sample`` (text to watch while training), ``check_memory`` (refuse a run that cannot fit),
+``measures_gradient_flow`` and ``gradient_flow`` (``train.record_gradients``, ``rnnkit.gradient_flow``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any, ClassVar
 
 import torch
 
+from rnnkit.errors import UsageError
+from rnnkit.gradient_flow import GradientFlow
 from rnnkit.memory import check_training_memory
 
 
@@ -45,6 +48,9 @@ class Task(ABC):
     config_type: ClassVar[type]
     #: ``train:`` settings this task needs other defaults for (a spec's own values still win)
     train_defaults: ClassVar[dict[str, Any]] = {}
+    #: whether ``gradient_flow`` measures anything (what ``train.record_gradients`` records; sweeps turn
+    #: it on by default where it does)
+    measures_gradient_flow: ClassVar[bool] = False
 
     device: torch.device
 
@@ -95,3 +101,9 @@ class Task(ABC):
         """Raise UsageError when training ``model_def`` on this task would not fit ``budget_bytes``;
         returns the estimate. By default a probe of one small batch (``rnnkit.memory``)."""
         return check_training_memory(model_def, model_config, self, batch_size, budget_bytes)
+
+    def gradient_flow(self, model: torch.nn.Module, batch_size: int) -> GradientFlow:
+        """‖∂L/∂s_t‖ of the task's loss against the model's state after each step t, on a fixed batch of
+        ``batch_size`` that neither training nor evaluation draws (``rnnkit.gradient_flow``), for a task
+        with ``measures_gradient_flow`` and a model that shows its states; none by default."""
+        raise UsageError(f"the {self.name} task has no gradient-flow measurement (train.record_gradients)")

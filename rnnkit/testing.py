@@ -11,7 +11,9 @@ For each model kind the model declares (``rnnkit.kinds``), ``check_model`` build
 config on the kind's tiny sizes, runs forward and backward on the kind's tiny inputs (shapes, finite
 gradients for every parameter), compares the declared parameter count with the built model,
 round-trips a checkpoint (safetensors + meta.json) into a fresh model, and, for character models,
-checks that generating with the carried state gives what feeding the whole sequence gives. A broken
+checks that generating with the carried state gives what feeding the whole sequence gives, and the
+states a model shows through ``inspect_states`` (``rnnkit.kinds.StateInspectable``); for sequence
+classifiers, the per-step states of ``step_states`` (``rnnkit.kinds.StepStates``). A broken
 contract raises AssertionError saying what broke.
 """
 
@@ -25,7 +27,7 @@ import torch
 
 from rnnkit.checkpoint import CHECKPOINT_LINK, checkpoint_files, load_checkpoint, publish
 from rnnkit.data.text import Vocabulary
-from rnnkit.kinds import KINDS, ModelKind
+from rnnkit.kinds import KINDS, ModelKind, StateInspectable, StepStates
 from rnnkit.registry import ModelDef, Registry, default_registry
 from rnnkit.sampling import Steppable, generate
 
@@ -65,8 +67,12 @@ def _check_kind(model_def: ModelDef, kind: ModelKind) -> None:
                 f"{model_def.name}: no finite gradient for {pname}"
             )
     _check_checkpoint(model_def, config, model, kind.name, inputs, dims)
+    if kind.name == "sequence-classification" and isinstance(model, StepStates):
+        _check_step_states(model, inputs[0], dims["num_classes"], model_def.name)
     if kind.name == "char-lm":
         _check_generation(model, dims["vocab_size"], model_def.name)
+        if isinstance(model, StateInspectable):
+            _check_states(model, dims["vocab_size"], model_def.name)
 
 
 def _check_checkpoint(
@@ -123,3 +129,67 @@ def _check_generation(model: Any, vocab_size: int, name: str) -> None:
     assert greedy == text, (
         f"{name}: generation with the carried state ({text!r}) differs from feeding the whole sequence ({greedy!r})"
     )
+
+
+def _check_states(model: Any, vocab_size: int, name: str) -> None:
+    """``inspect_states`` (``rnnkit.kinds.StateInspectable``), if the model declares it, gives named
+    tensors of one shape (seq, batch, layers, units), finite and in [-1, 1], and from a state that
+    forward returned gives what it gives for those steps of the whole sequence."""
+    model.eval()
+    tokens = torch.randint(0, vocab_size, (2, 7))  # (batch, seq)
+    with torch.inference_mode():
+        states = model.inspect_states(tokens)
+        assert isinstance(states, dict) and states, f"{name}: inspect_states() must return a non-empty dict"
+        shapes = set()
+        for key, value in states.items():
+            assert isinstance(key, str) and isinstance(value, torch.Tensor), (
+                f"{name}: inspect_states() must map names to tensors; got {key!r}: {type(value).__name__}"
+            )
+            assert value.dim() == 4 and tuple(value.shape[:2]) == (7, 2), (
+                f"{name}: inspect_states()['{key}'] is {tuple(value.shape)}, expected (seq 7, batch 2, layers, units)"
+            )
+            assert torch.isfinite(value).all() and value.abs().max() <= 1 + 1e-6, (
+                f"{name}: inspect_states()['{key}'] has values outside [-1, 1]"
+            )
+            shapes.add(tuple(value.shape))
+        assert len(shapes) == 1, f"{name}: inspect_states() gives tensors of different shapes {sorted(shapes)}"
+        _, first = model(tokens[:, :3])  # the state after three characters
+        rest = model.inspect_states(tokens[:, 3:], first)
+        for key, value in states.items():
+            assert key in rest and torch.allclose(rest[key], value[3:], rtol=1e-4, atol=1e-5), (
+                f"{name}: inspect_states()['{key}'] from a state forward returned differs from the whole sequence's"
+            )
+
+
+def _check_step_states(model: Any, x: torch.Tensor, num_classes: int, name: str) -> None:
+    """``step_states`` (``rnnkit.kinds.StepStates``), if the model declares it, gives forward's logits
+    and one (batch, ...) state per step, each in the graph of the logits with a finite gradient (the
+    tensors the recurrence computes from: a copy would not be reached)."""
+    model.eval()
+    batch, steps = x.shape[:2]  # x: (batch, steps, input_size)
+    out = model.step_states(x)
+    assert isinstance(out, tuple) and len(out) == 2, f"{name}: step_states(x) must return (logits, states)"
+    logits, states = out[0], list(out[1])
+    assert isinstance(logits, torch.Tensor) and tuple(logits.shape) == (batch, num_classes), (
+        f"{name}: step_states(x) must return logits (batch, num_classes) first"
+    )
+    with torch.no_grad():
+        expected = model(x)  # (batch, num_classes)
+    gap = (logits.detach() - expected).abs().max().item()
+    assert torch.allclose(logits.detach(), expected, rtol=1e-4, atol=1e-5), (
+        f"{name}: step_states(x) gives other logits than forward (largest difference {gap:.3g})"
+    )
+    assert len(states) == steps, f"{name}: step_states(x) gives {len(states)} states for {steps} steps"
+    for t, state in enumerate(states, 1):
+        assert isinstance(state, torch.Tensor) and state.shape[0] == batch, (
+            f"{name}: step_states(x): the state after step {t} must be a (batch, ...) tensor"
+        )
+    try:
+        grads = torch.autograd.grad(logits.float().square().mean(), states)
+    except RuntimeError as exc:
+        raise AssertionError(
+            f"{name}: step_states(x): a state is not in the graph of the logits (return the tensors the "
+            f"recurrence computes from, not copies): {exc}"
+        ) from exc
+    for t, grad in enumerate(grads, 1):
+        assert torch.isfinite(grad).all(), f"{name}: step_states(x): no finite gradient at the state after step {t}"

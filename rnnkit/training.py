@@ -105,6 +105,27 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
+def gradient_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """The L2 norm of ``grads`` taken together as one vector: a 0-d tensor on their device (no sync).
+
+    The value ``clip_grad_norm_`` returns: every tensor's norm in one fused kernel, then the norm of
+    those. Written out because ``clip_grad_norm_`` also groups the tensors by device and dtype and, when
+    nothing is to be clipped, multiplies every gradient by 1: 0.05 ms a step against 0.01 ms here on a
+    small model, where a whole step (a GCN epoch on 1,000 nodes) takes 2.5 ms.
+    """
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))  # (): norm of the (tensors,) norms
+
+
+def clip_gradients(grads: list[torch.Tensor], max_norm: float, norm: torch.Tensor) -> None:
+    """Scale ``grads`` in place so that their norm (``norm``, from ``gradient_norm``) is at most
+    ``max_norm``: ``clip_grad_norm_``'s arithmetic (the factor min(1, max_norm / (norm + 1e-6)), kept
+    on the device), on a norm already computed."""
+    if grads:
+        torch._foreach_mul_(grads, torch.clamp(max_norm / (norm + 1e-6), max=1.0))
+
+
 class _StopOnSignal:
     """While active, the first Ctrl-C (SIGINT) or SIGTERM asks the loop to stop after the current step
     (so the run is saved whole); a second Ctrl-C interrupts at once, except inside a training step
@@ -217,6 +238,7 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.optimizer = make_optimizer(model.parameters(), cfg)
         self.scheduler = make_scheduler(self.optimizer, cfg)
+        self._params = list(model.parameters())  # what the gradient norm reads (listed once, not every step)
         self.stopping_policy = StoppingPolicy(cfg)
         self.eval_budget = EvalBudget(cfg.batch_size, cfg.eval_batches, cfg.eval_chars)
         self.step = 0
@@ -299,8 +321,10 @@ class Trainer:
             loss, correct = self.task.loss_and_correct(self.train_model, x, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        max_norm = self.cfg.max_norm if self.cfg.max_norm > 0 else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        grads = [p.grad for p in self._params if p.grad is not None]
+        grad_norm = gradient_norm(grads)  # (): before clipping, as logged
+        if self.cfg.max_norm > 0:
+            clip_gradients(grads, self.cfg.max_norm, grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         return loss.item(), correct.item() / y.numel(), float(grad_norm)

@@ -244,6 +244,7 @@ COMMANDS = [
     ["plot"],
     ["sample"],
     ["complete"],
+    ["inspect"],
     ["gcn"],
     ["models"],
     ["examples"],

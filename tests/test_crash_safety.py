@@ -337,3 +337,89 @@ def test_a_solved_run_is_not_trained_again_by_resume(tmp_path):
     with pytest.raises(Exception, match="already finished"):
         train_run(spec, tmp_path / "run", resume=True)
     assert (tmp_path / "run" / CHECKPOINT_LINK / "model.safetensors").read_bytes() == before
+
+
+# ---------------------------------------------------------------------------------------------
+# The best weights, kept in memory and published throttled
+
+THROTTLED = {
+    "train.eval_every": 2,
+    "train.checkpoint_every": 10,
+    "train.max_steps": 30,
+    "train.early_stop.threshold": 0,
+}
+
+#: A run of the spec given in argv[2] (JSON overrides of tiny_spec) into argv[1] whose best weights are
+#: published only when flushed (before a checkpoint and at the end), SIGKILLed at the point argv[3] names.
+KILLED_CHILD = """
+import json, math, os, signal, sys
+import torch
+from rnnkit import runner
+from rnnkit.checkpoint import CHECKPOINT_LINK
+from rnnkit.spec import resolve_spec
+from tests.helpers import tiny_spec
+
+run_dir, overrides, where = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+torch.set_num_threads(1)  # as the tests' own runs (conftest), so that both runs compute alike
+runner.Checkpointer.BEST_EVERY_S = math.inf
+on_eval, publish = runner.Checkpointer.on_eval, runner.publish
+
+def killing_on_eval(self, trainer, metrics):
+    on_eval(self, trainer, metrics)
+    if where == "in-memory" and trainer.step > 10 and self.best.pending is not None:
+        os.kill(os.getpid(), signal.SIGKILL)  # a better model than best/ holds is only in memory
+
+def killing_publish(run, link, files):
+    if where == "between" and link == CHECKPOINT_LINK and json.loads(files["meta.json"])["steps"] == 20:
+        os.kill(os.getpid(), signal.SIGKILL)  # best/ flushed for step 20, the checkpoint of step 20 not yet
+    return publish(run, link, files)
+
+runner.Checkpointer.on_eval, runner.publish = killing_on_eval, killing_publish
+runner.train_run(resolve_spec(tiny_spec(overrides)), run_dir)
+"""
+
+
+def _best_and_recorded(run_dir: Path) -> tuple[dict, float, int]:
+    """best/'s meta, and the best validation loss and step of the checkpoint's trainer state."""
+    from rnnkit.checkpoint import BEST_LINK, load_state
+
+    best = json.loads((checkpoint_dir(run_dir, BEST_LINK) / "meta.json").read_text())
+    state = load_state(checkpoint_dir(run_dir) / STATE_FILE)["trainer"]
+    return best, state["best_eval_loss"], state["step"]
+
+
+@pytest.mark.parametrize("where", ["in-memory", "between"])
+def test_a_kill_before_the_best_weights_are_published_keeps_best_and_state_agreeing(tmp_path, where):
+    """Killed while a better model is only in memory ("in-memory"), or after best/ got it but before
+    the checkpoint that records it ("between"): best/ is never behind the checkpoint's recorded best
+    loss, and the resumed run ends with the best/ of a run never killed, its loss the one recorded."""
+    import torch
+
+    from rnnkit.checkpoint import BEST_LINK, load_checkpoint
+
+    spec = resolve_spec(tiny_spec(THROTTLED))
+    train_run(spec, tmp_path / "reference")
+    run_dir = tmp_path / "run"
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED_CHILD, str(run_dir), json.dumps(THROTTLED), where],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    best, recorded, step = _best_and_recorded(run_dir)
+    assert step == 10
+    if where == "in-memory":  # best/ is the one flushed with the checkpoint: exactly what it records
+        assert best["steps"] <= 10 and best["eval_loss"] == recorded
+    else:  # best/ is ahead of the checkpoint (the resumed run reaches it again), never behind
+        assert 10 < best["steps"] <= 20 and best["eval_loss"] < recorded
+
+    train_run(spec, run_dir, resume=True)
+    best, recorded, step = _best_and_recorded(run_dir)
+    expected, _, _ = _best_and_recorded(tmp_path / "reference")
+    assert step == 30 and best["eval_loss"] == recorded == expected["eval_loss"]
+    assert best["steps"] == expected["steps"]
+    got = load_checkpoint(checkpoint_dir(run_dir, BEST_LINK))[0]
+    want = load_checkpoint(checkpoint_dir(tmp_path / "reference", BEST_LINK))[0]
+    assert all(torch.equal(got[k], want[k]) for k in want)

@@ -1,6 +1,7 @@
-"""LSTMFunction (the fused LSTM with a hand-derived backward pass) against autograd through the
-``lstm_cell`` loop, gradcheck, torch.nn.LSTM, and the two models that use it (``lstm`` and the
-``scratch`` backend of ``charlstm``) with ``impl`` fused against autograd."""
+"""LSTMFunction and LSTMLayerFunction (the fused LSTM with a hand-derived backward pass, from x_proj and
+from the inputs) against autograd through the ``lstm_cell`` loop, gradcheck, torch.nn.LSTM, and the
+two models that use them (``lstm`` and the ``scratch`` backend of ``charlstm``) with ``impl`` fused
+against autograd."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from rnnkit.errors import UsageError
 from rnnkit.models.charlstm import CharLSTM, CharLSTMConfig
 from rnnkit.models.lstm import LSTM, LSTMConfig, lstm_cell
-from rnnkit.models.lstm_function import LSTMFunction, lstm_sequence
+from rnnkit.models.lstm_function import LSTMFunction, LSTMLayerFunction, lstm_layer, lstm_sequence
 from rnnkit.registry import default_registry
 
 State = tuple[torch.Tensor, torch.Tensor]
@@ -65,6 +66,132 @@ def test_outputs_and_gradients_equal_autograd(steps, batch, hidden, with_state):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=name)
     for name, a, b in zip(["x_proj", "W_hh", "h0", "c0"], grads, ref_grads, strict=False):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=name)
+
+
+def reference_layer(
+    x: torch.Tensor, W_ih: torch.Tensor, bias: torch.Tensor | None, W_hh: torch.Tensor, state: State | None
+) -> tuple[torch.Tensor, State]:
+    """The readable version of ``lstm_layer``: the input projection by autograd, then ``reference``."""
+    x_proj = x @ W_ih.t() + (0.0 if bias is None else bias)  # (T, batch, 4h)
+    return reference(x_proj, W_hh, state)
+
+
+def _layer_inputs(
+    steps: int, batch: int, hidden: int, inputs: int, with_state: bool, with_bias: bool, dtype: torch.dtype
+) -> list:
+    """x (T, batch, input) as a time-major view of a batch-first tensor, W_ih, bias or None, W_hh and
+    the state or None, all requiring grad."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(batch, steps, inputs, generator=g, dtype=dtype).transpose(0, 1)
+    W_ih = torch.randn(4 * hidden, inputs, generator=g, dtype=dtype) / inputs**0.5
+    bias = torch.randn(4 * hidden, generator=g, dtype=dtype) if with_bias else None
+    W_hh = torch.randn(4 * hidden, hidden, generator=g, dtype=dtype) / hidden**0.5
+    state = [torch.randn(batch, hidden, generator=g, dtype=dtype) for _ in range(2)] if with_state else []
+    return [t if t is None else t.requires_grad_() for t in (x, W_ih, bias, W_hh, *state)]
+
+
+def _run_layer(fn, leaves: list, used: str) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+    x, W_ih, bias, W_hh, *state = leaves
+    hs, (h, c) = fn(x, W_ih, bias, W_hh, tuple(state) if state else None)
+    wanted = [t for t in leaves if t is not None]
+    grads = torch.autograd.grad(_loss(hs, h, c, used), wanted, allow_unused=True)
+    return [hs, h, c], list(grads)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 7, 35])
+@pytest.mark.parametrize("batch,hidden,inputs", [(1, 1, 1), (3, 5, 4), (8, 32, 10)])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_layer_outputs_and_gradients_equal_autograd(steps, batch, hidden, inputs, with_state):
+    """lstm_layer (the input projection inside, one product for all weight gradients) against autograd,
+    every parameter's gradient and the input's."""
+    leaves = _layer_inputs(steps, batch, hidden, inputs, with_state, True, torch.float32)
+    outs, grads = _run_layer(lstm_layer, leaves, "all")
+    ref_outs, ref_grads = _run_layer(reference_layer, leaves, "all")
+    for name, a, b in zip(["hs", "h_T", "c_T"], outs, ref_outs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=name)
+    for name, a, b in zip(["x", "W_ih", "bias", "W_hh", "h0", "c0"], grads, ref_grads, strict=False):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("used", ["h", "hs"])
+def test_layer_without_bias_and_with_some_outputs(used):
+    leaves = _layer_inputs(9, 4, 6, 3, True, False, torch.float32)
+    outs, grads = _run_layer(lstm_layer, leaves, used)
+    ref_outs, ref_grads = _run_layer(reference_layer, leaves, used)
+    for a, b in zip([*outs, *grads], [*ref_outs, *ref_grads], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("steps,with_state", [(1, True), (2, False), (7, True), (7, False)])
+def test_layer_gradcheck_float64(steps, with_state):
+    x, W_ih, bias, W_hh, *state = _layer_inputs(steps, 2, 3, 2, with_state, True, torch.float64)
+    h0, c0 = state if state else (None, None)
+    assert torch.autograd.gradcheck(LSTMLayerFunction.apply, (x, h0, c0, W_hh, W_ih, bias), check_undefined_grad=True)
+
+
+def test_gradcheck_float64_without_state():
+    """LSTMFunction with h0 = c0 = None (zeros: the first step leaves h0's product out)."""
+    x_proj, W_hh, *_ = _inputs(4, 2, 3, False, torch.float64)
+    assert torch.autograd.gradcheck(LSTMFunction.apply, (x_proj, None, None, W_hh), check_undefined_grad=True)
+
+
+def test_layer_agrees_with_torch_lstm():
+    torch.manual_seed(0)
+    ref = torch.nn.LSTM(5, 6).double()  # time-major, like lstm_layer
+    x = torch.randn(11, 3, 5, dtype=torch.float64, requires_grad=True)
+    state = (torch.randn(1, 3, 6, dtype=torch.float64), torch.randn(1, 3, 6, dtype=torch.float64))
+    out, (h, c) = ref(x, state)
+    (out.square().sum() + h.sum() + c.sum()).backward()
+    W_ih, W_hh = (
+        ref.weight_ih_l0.detach().clone().requires_grad_(),
+        ref.weight_hh_l0.detach().clone().requires_grad_(),
+    )
+    bias = (ref.bias_ih_l0 + ref.bias_hh_l0).detach().requires_grad_()
+    x2 = x.detach().clone().requires_grad_()
+    hs, (h2, c2) = lstm_layer(x2, W_ih, bias, W_hh, (state[0][0], state[1][0]))
+    (hs.square().sum() + h2.sum() + c2.sum()).backward()
+    for a, b in ((hs, out), (h2, h[0]), (c2, c[0]), (x2.grad, x.grad), (bias.grad, ref.bias_ih_l0.grad)):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(W_hh.grad, ref.weight_hh_l0.grad)
+    torch.testing.assert_close(W_ih.grad, ref.weight_ih_l0.grad)
+
+
+def test_layer_backward_twice_and_inference():
+    """A second backward through the graph (the first wrote its gradients over the kept gates, so the
+    forward loop runs again) gives the same gradients; without gradients the outputs are the same."""
+    leaves = _layer_inputs(6, 3, 4, 2, True, True, torch.float32)
+    x, W_ih, bias, W_hh, h0, c0 = leaves
+    hs, (h, c) = lstm_layer(x, W_ih, bias, W_hh, (h0, c0))
+    loss = _loss(hs, h, c, "all")
+    first = [g.clone() for g in torch.autograd.grad(loss, leaves, retain_graph=True)]
+    second = torch.autograd.grad(loss, leaves)
+    for a, b in zip(first, second, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with torch.no_grad():
+        fast = lstm_layer(x, W_ih, bias, W_hh, (h0, c0))
+    for a, b in zip([fast[0], *fast[1]], [hs, h, c], strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(RuntimeError):
+        h.mul_(2)  # a view of the saved hidden states
+        hs.sum().backward()
+
+
+def test_layer_bfloat16_and_autocast():
+    leaves = _layer_inputs(6, 4, 8, 3, True, True, torch.float32)
+    outs, grads = _run_layer(lstm_layer, leaves, "all")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto_outs, auto_grads = _run_layer(lstm_layer, leaves, "all")
+    assert all(t.dtype == torch.bfloat16 for t in auto_outs)
+    assert all(g.dtype == torch.float32 for g in auto_grads)
+    for a, b in zip([*auto_outs, *auto_grads], [*outs, *grads], strict=True):
+        torch.testing.assert_close(a.float(), b, rtol=0.1, atol=0.1)
+
+
+def test_layer_shapes_are_checked():
+    x, W_ih, W_hh = torch.zeros(3, 2, 5), torch.zeros(8, 5), torch.zeros(8, 2)
+    for args in ((x, W_ih[:, :4], None, W_hh), (x[:0], W_ih, None, W_hh), (x, W_ih, torch.zeros(7), W_hh)):
+        with pytest.raises(UsageError, match=r"lstm_layer needs x \(T, batch, input\)"):
+            lstm_layer(*args)
 
 
 @pytest.mark.parametrize("used", ["h", "hs"])

@@ -166,3 +166,80 @@ class StubTask(Task):
 
     def load_state_dict(self, state):
         pass
+
+
+def test_the_gradient_norm_and_clipping_are_clip_grad_norms():
+    from rnnkit.training import clip_gradients, gradient_norm
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3), torch.nn.Linear(3, 2))
+    model[3].requires_grad_(False)  # parameters without gradients are left out, as clip_grad_norm_ does
+    model(torch.randn(4, 5)).pow(2).sum().backward()
+    copy = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    for max_norm in (0.1, 1e6):  # clipped, and left as it is
+        grads = [g.clone() for g in copy]
+        expected = [g.clone() for g in copy]
+        params = [torch.nn.Parameter(torch.zeros_like(g)) for g in expected]
+        for p, g in zip(params, expected, strict=True):
+            p.grad = g  # clip_grad_norm_ on stand-ins whose gradients are the copies
+        wanted = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        norm = gradient_norm(grads)
+        assert norm.dim() == 0 and torch.equal(norm, wanted)
+        clip_gradients(grads, max_norm, norm)
+        assert all(torch.equal(a, b) for a, b in zip(grads, expected, strict=True))
+        assert (max_norm == 1e6) == all(torch.equal(a, b) for a, b in zip(grads, copy, strict=True))
+    assert gradient_norm([]).item() == 0.0
+
+
+def test_best_weights_wait_in_memory_until_due_or_flushed(tmp_path):
+    from rnnkit.checkpoint import BEST_LINK, ThrottledPublisher, checkpoint_dir
+
+    weights = {"w": torch.ones(3)}
+    keeper = ThrottledPublisher(tmp_path, BEST_LINK, interval=3600)
+    keeper.offer(weights, {"steps": 1})
+    keeper.offer(weights, {"steps": 2})
+    weights["w"].mul_(5)  # the model trains on: what was offered is a copy
+    assert checkpoint_dir(tmp_path, BEST_LINK) is None  # not due: nothing written
+    keeper.flush()
+    state, meta = load_checkpoint(checkpoint_dir(tmp_path, BEST_LINK))
+    assert meta["steps"] == 2 and torch.equal(state["w"], torch.ones(3)) and keeper.pending is None
+    keeper.interval = 0  # due at once: published when offered
+    keeper.offer(weights, {"steps": 3})
+    assert load_checkpoint(checkpoint_dir(tmp_path, BEST_LINK))[1]["steps"] == 3 and keeper.pending is None
+
+
+def test_throttled_best_publishes_end_with_the_same_best(tmp_path, monkeypatch):
+    import rnnkit.checkpoint
+    from rnnkit.checkpoint import BEST_LINK, checkpoint_dir, load_state
+    from rnnkit.runner import Checkpointer
+
+    publish = rnnkit.checkpoint.publish
+    published: list[str] = []
+
+    def counting(run_dir, link, files):
+        published.append(link)
+        return publish(run_dir, link, files)
+
+    monkeypatch.setattr(rnnkit.checkpoint, "publish", counting)
+    spec = resolve_spec(
+        tiny_spec(
+            {
+                "train.eval_every": 2,
+                "train.checkpoint_every": 10,
+                "train.max_steps": 30,
+                "train.early_stop.threshold": 0,
+            }
+        )
+    )
+    bests = {}
+    for every in (0.0, float("inf")):  # every improvement at once; only with each checkpoint and at the end
+        monkeypatch.setattr(Checkpointer, "BEST_EVERY_S", every)
+        published.clear()
+        train_run(spec, tmp_path / str(every))
+        bests[every] = (len(published), *load_checkpoint(checkpoint_dir(tmp_path / str(every), BEST_LINK)))
+        state = load_state(checkpoint_dir(tmp_path / str(every)) / "state.pt")["trainer"]
+        assert bests[every][2]["eval_loss"] == state["best_eval_loss"]  # best/ is the best the state records
+    (eager, eager_state, eager_meta), (lazy, lazy_state, lazy_meta) = bests[0.0], bests[float("inf")]
+    assert eager >= 10 and lazy <= 3  # 15 evaluations, nearly all improving; 2 checkpoints and the end
+    assert lazy_meta["steps"] == eager_meta["steps"] and lazy_meta["eval_loss"] == eager_meta["eval_loss"]
+    assert all(torch.equal(lazy_state[k], eager_state[k]) for k in eager_state)

@@ -9,7 +9,9 @@ The three gates are stacked (r, z, n) in one input matmul for all steps and one 
 step, in torch.nn.GRU's layout (weights copy across). ``gru`` reads the last hidden state out for
 sequence classification (the palindrome task); ``chargru`` is a character language model
 (embedding -> GRU layers -> head) whose state h (layers, batch, hidden) is carried through
-generation, with a fast one-step function for it (``CharGRU.stepper``).
+generation, with a fast one-step function for it (``CharGRU.stepper``) and its states step by step
+for ``rnnkit inspect`` (``CharGRU.inspect_states``: a GRU has no cell state, so the hidden state h_t
+comes first, then the gates).
 """
 
 from __future__ import annotations
@@ -60,6 +62,23 @@ class GRULayer(nn.Module):
             h = gru_cell(x_t, h, W_h_t, self.b_h)
             outputs.append(h)
         return torch.stack(outputs, dim=1), h
+
+    def trace(self, x: torch.Tensor, h: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """x: (batch, seq, in) -> h_t and the gates z, r and candidate n of every step, each (seq, batch,
+        hidden): the equations of ``gru_cell`` with the gates kept."""
+        batch, seq, _ = x.shape
+        if h is None:
+            h = x.new_zeros(batch, self.hidden_size)
+        x_proj = torch.addmm(self.b_x, x.flatten(0, 1), self.W_x.t()).view(batch, seq, -1)  # (batch, seq, 3h)
+        steps: dict[str, list[torch.Tensor]] = {"hidden": [], "update_gate": [], "reset_gate": [], "candidate": []}
+        for x_t in x_proj.unbind(1):  # (batch, 3h)
+            h_proj = torch.addmm(self.b_h, h, self.W_h.t())  # (batch, 3h)
+            r, z = torch.sigmoid(x_t[:, : 2 * self.hidden_size] + h_proj[:, : 2 * self.hidden_size]).chunk(2, 1)
+            n = torch.tanh(x_t[:, 2 * self.hidden_size :] + r * h_proj[:, 2 * self.hidden_size :])
+            h = n + z * (h - n)
+            for name, value in zip(steps, (h, z, r, n), strict=True):
+                steps[name].append(value)
+        return {name: torch.stack(values) for name, values in steps.items()}
 
 
 # -- sequence classification (palindromes) --------------------------------------------------------
@@ -162,6 +181,18 @@ class CharGRU(nn.Module):
             return torch.addmm(head_b, hs[-1], head_w), torch.stack(hs)  # (batch, vocab), (layers, batch, hidden)
 
         return step
+
+    def inspect_states(self, tokens: torch.Tensor, state: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Every step's states for ``rnnkit inspect`` (``rnnkit.kinds.StateInspectable``): tokens (batch,
+        seq) and an optional h (layers, batch, hidden) that forward returned -> ``hidden`` h_t (first:
+        a GRU has no cell state), ``update_gate`` z_t, ``reset_gate`` r_t and ``candidate`` n_t, each
+        (seq, batch, layers, hidden), step t after reading tokens[:, t]."""
+        x = self.embed(tokens)  # (batch, seq, embedding)
+        traced: list[dict[str, torch.Tensor]] = []
+        for k, layer in enumerate(self.layers):
+            traced.append(layer.trace(x, None if state is None else state[k]))  # each (seq, batch, hidden)
+            x = traced[-1]["hidden"].transpose(0, 1)  # (batch, seq, hidden)
+        return {name: torch.stack([t[name] for t in traced], dim=2) for name in traced[0]}
 
 
 def build_chargru(config: CharGRUConfig, *, vocab_size: int) -> CharGRU:

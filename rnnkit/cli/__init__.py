@@ -14,6 +14,7 @@ from rnnkit.cli.common import FlagsGroup, examples_epilog
 from rnnkit.cli.examples import examples_app
 from rnnkit.cli.gcn import GCN_EXAMPLES, gcn
 from rnnkit.cli.generate import COMPLETE_EXAMPLES, SAMPLE_EXAMPLES, complete, sample
+from rnnkit.cli.inspect import INSPECT_EXAMPLES, inspect
 from rnnkit.cli.models import MODELS_EXAMPLES, models
 from rnnkit.cli.plot import plot
 from rnnkit.cli.runs import RUNS_EXAMPLES, runs
@@ -111,6 +112,7 @@ app.command(epilog=PLOT_EXAMPLES)(plot)
 app.command(epilog=RUNS_EXAMPLES)(runs)
 app.command(epilog=SAMPLE_EXAMPLES)(sample)
 app.command(epilog=COMPLETE_EXAMPLES)(complete)
+app.command(epilog=INSPECT_EXAMPLES)(inspect)
 app.command(epilog=GCN_EXAMPLES)(gcn)
 app.command(epilog=MODELS_EXAMPLES)(models)
 app.add_typer(examples_app, name="examples")

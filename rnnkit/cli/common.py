@@ -191,6 +191,7 @@ OOM_HINTS = {
     "sweep": "lower train.batch_size or the model size with -s, or --workers",
     "sample": "lower --num or --length",
     "complete": "lower --length or shorten the prompt",
+    "inspect": "lower --chars",
     "gcn": "lower --hidden, --layers or --nodes, or use --impl pyg instead of dense",
     "plot": "plot fewer runs",
     "models": "lower the sizes given with -s",

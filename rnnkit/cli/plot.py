@@ -1,4 +1,5 @@
-"""`rnnkit plot PATH [PATH ...]`: the figure of a sweep, a run, several runs overlaid or a GCN comparison."""
+"""`rnnkit plot PATH [PATH ...]`: the figure of a sweep, a run, several runs overlaid or a GCN comparison,
+or with --gradients the gradient flow through time of a run or a sweep."""
 
 from __future__ import annotations
 
@@ -37,6 +38,13 @@ def plot(
         help="Sweeps: the results.csv column to draw (final_accuracy, eval_loss ...) \\[default: best_accuracy].",
         show_default=False,
     ),
+    gradients: bool = typer.Option(
+        False,
+        "--gradients",
+        help="The gradient flow through time (runs trained with train.record_gradients; sweeps record it by "
+        "default): a run's ‖∂L/∂s_t‖ against t, one curve per recorded step; a sweep's ratio "
+        "‖∂L/∂s_1‖/‖∂L/∂s_T‖ against length, at initialisation and at the end of training.",
+    ),
 ) -> None:
     """Draw the figure of a sweep, a run, runs overlaid or a gcn comparison (headless, to a file).
 
@@ -44,8 +52,9 @@ def plot(
     the band the 95% confidence interval of the mean over seeds.
     Run: training and validation loss, bits per character (text) and accuracy,
     the model and its settings in the title. Several runs: overlaid.
+    With --gradients: how much of the last step's loss gradient reaches each step.
     """
     from rnnkit.plotting import plot_paths
 
-    written = plot_paths(list(paths), out, x=x, metric=metric)
+    written = plot_paths(list(paths), out, x=x, metric=metric, gradients=gradients)
     out_console.print(str(written), markup=False)

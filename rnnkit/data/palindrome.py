@@ -3,7 +3,8 @@
 A palindrome of length T has its first ceil(T/2) digits uniform in 0-9 (leading zeros allowed) and
 the rest mirrored. The input is the first T-1 digits, the target the last one (equal to the first),
 so the model must carry the first digit across T-1 steps. Every batch is fresh, drawn as whole
-tensors from a seeded generator.
+tensors from a seeded generator. The gradient flow through time (``rnnkit.gradient_flow``) is measured
+on one fixed batch from a third generator, so its records over a run are comparable step to step.
 """
 
 from __future__ import annotations
@@ -15,9 +16,15 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from rnnkit.errors import KindNotSupportedError
+from rnnkit.gradient_flow import GradientFlow, measure, shows_states
 from rnnkit.task import EvalBudget, Task
 
 NUM_DIGITS = 10
+#: Seed offsets of the evaluation generator and of the gradient-flow measurement's fixed batch: neither
+#: ever draws what training draws.
+EVAL_SEED_OFFSET = 1_000_003
+GRADIENT_SEED_OFFSET = 2_000_003
 
 
 @dataclass
@@ -50,12 +57,14 @@ class PalindromeTask(Task):
     name = "palindrome"
     kind = "sequence-classification"
     config_type = PalindromeConfig
+    measures_gradient_flow = True
 
     def __init__(self, config: PalindromeConfig, device: torch.device, seed: int) -> None:
         self.config = config
         self.device = device
+        self.seed = seed
         self.train_generator = torch.Generator().manual_seed(seed)
-        self.eval_generator = torch.Generator().manual_seed(seed + 1_000_003)
+        self.eval_generator = torch.Generator().manual_seed(seed + EVAL_SEED_OFFSET)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"train": self.train_generator.get_state(), "eval": self.eval_generator.get_state()}
@@ -101,3 +110,15 @@ class PalindromeTask(Task):
             total += len(y)
         model.train(was_training)
         return {"loss": total_loss / total, "accuracy": total_correct / total}
+
+    def gradient_flow(self, model: torch.nn.Module, batch_size: int) -> GradientFlow:
+        """‖∂L/∂s_t‖ of the last-step cross-entropy (the training loss) against the state after each of
+        the T-1 steps, on the same ``batch_size`` palindromes every time (their own generator, seeded
+        from the run's seed): ``rnnkit.gradient_flow``."""
+        if not shows_states(model):
+            raise KindNotSupportedError(
+                f"{type(model).__name__} declares no step_states(x): no gradient flow to measure "
+                "(rnnkit.kinds.StepStates)"
+            )
+        x, y = self.batch(batch_size, torch.Generator().manual_seed(self.seed + GRADIENT_SEED_OFFSET))
+        return measure(model, x, lambda logits: F.cross_entropy(logits, y))  # x (batch, length-1, input)

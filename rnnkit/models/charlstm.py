@@ -16,6 +16,8 @@ Shapes:
 
 ``CharLSTM.stepper()`` is the fast one-step function for generation (``rnnkit.sampling.Steppable``):
 ids (batch,) and the same (h, c) -> logits (batch, vocab) and the next (h, c).
+``CharLSTM.inspect_states()`` gives every step's cell state tanh(c_t), hidden state and gates, for
+``rnnkit inspect`` (``rnnkit.kinds.StateInspectable``).
 """
 
 from __future__ import annotations
@@ -204,6 +206,40 @@ class CharLSTM(nn.Module):
             return torch.addmm(head_b, h_out[-1], head_w), new  # (batch, vocab)
 
         return step
+
+    def inspect_states(self, tokens: torch.Tensor, state: State | None = None) -> dict[str, torch.Tensor]:
+        """Every step's states, for looking at what the units respond to (``rnnkit.kinds.StateInspectable``).
+
+        tokens (batch, seq) and an optional (h, c) that forward returned -> ``cell`` tanh(c_t),
+        ``hidden`` h_t, ``input_gate`` i_t, ``forget_gate`` f_t and ``output_gate`` o_t, each
+        (seq, batch, layers, hidden), step t after reading tokens[:, t]. The equations of
+        ``rnnkit.models.lstm`` on the weights both backends share (torch.nn.LSTM does not give its
+        gates), one step at a time, without dropout: the model as it is evaluated and sampled.
+        """
+        layers, hidden = self.config.layers, self.config.hidden_size
+        batch, seq = tokens.shape
+        if state is None:
+            zeros = self.head.weight.new_zeros(layers, batch, hidden)
+            state = (zeros, zeros)
+        names = ("cell", "hidden", "input_gate", "forget_gate", "output_gate")
+        # written step by step into place: no list of small tensors per step and unit
+        traced = {name: self.head.weight.new_empty(seq, batch, layers, hidden) for name in names}
+        layer_input = self.embed(tokens.t())  # (seq, batch, embedding)
+        for k in range(layers):
+            w_ih, w_hh = getattr(self.rnn, f"weight_ih_l{k}"), getattr(self.rnn, f"weight_hh_l{k}")
+            bias = getattr(self.rnn, f"bias_ih_l{k}") + getattr(self.rnn, f"bias_hh_l{k}")  # (4h,)
+            x_proj = torch.addmm(bias, layer_input.reshape(seq * batch, -1), w_ih.t()).view(seq, batch, -1)
+            h, c = state[0][k], state[1][k]  # (batch, hidden)
+            for t, x_t in enumerate(x_proj.unbind(0)):  # (batch, 4h): i, f, g, o
+                i, f, g, o = torch.addmm(x_t, h, w_hh.t()).chunk(4, 1)  # each (batch, hidden)
+                i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
+                c = f * c + i * g
+                squashed = c.tanh()
+                h = o * squashed
+                for name, value in zip(names, (squashed, h, i, f, o), strict=True):
+                    traced[name][t, :, k] = value
+            layer_input = traced["hidden"][:, :, k].clone()  # (seq, batch, hidden); later writes leave it be
+        return traced  # each (seq, batch, layers, hidden)
 
 
 def build(config: CharLSTMConfig, *, vocab_size: int) -> CharLSTM:

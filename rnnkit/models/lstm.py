@@ -11,11 +11,14 @@ W_gh of shape (4h, h), so weights copy to and from torch.nn.LSTM directly (its t
 The input projection for all steps is one matmul; each step is one hidden-state matmul.
 
 Two implementations of the same function (``impl``): ``fused`` (the default) runs the recurrence as
-one ``LSTMFunction`` (``rnnkit.models.lstm_function``: time-major buffers, a hand-derived backward
-pass through time, about 1.4x the step's matrix products alone); ``autograd`` runs ``lstm_cell`` in a
+one ``lstm_layer`` call (``rnnkit.models.lstm_function``: the input projection and the recurrence in
+one autograd Function with a hand-derived backward pass through time, about 1.2x the step's matrix
+products alone); ``autograd`` runs ``lstm_cell`` in a
 Python loop and lets autograd differentiate it, the readable reference (steps are taken with ``unbind``
 so that its backward pass stays linear in the sequence length). The weights are the same, so a
-checkpoint of either loads into the other.
+checkpoint of either loads into the other. ``step_states`` returns every cell state c_t through the
+``lstm_cell`` loop whatever ``impl`` is, for the gradient flow through time (``rnnkit.kinds.StepStates``,
+``rnnkit.gradient_flow``): the fused function keeps its per-step states inside.
 
 Initialisation: ``init="torch"`` reproduces torch.nn.LSTM (everything uniform in +-1/sqrt(h)), which
 on long palindromes stays at chance; ``init="gers"`` (the default) uses the same weights, zero gate
@@ -27,13 +30,14 @@ in about 1,500 steps, forget bias 2 (the default) in about 450.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 from torch import nn
 
-from rnnkit.models.lstm_function import lstm_sequence
+from rnnkit.models.lstm_function import lstm_layer
 from rnnkit.registry import ModelDef
 
 
@@ -44,7 +48,7 @@ class LSTMConfig:
     hidden_size: int = field(default=128, metadata={"gt": 0})
     init: Literal["gers", "torch"] = "gers"
     forget_bias: float = 2.0
-    impl: Literal["fused", "autograd"] = "fused"  # LSTMFunction, or lstm_cell through autograd
+    impl: Literal["fused", "autograd"] = "fused"  # lstm_layer, or lstm_cell through autograd
 
 
 def lstm_cell(
@@ -107,31 +111,50 @@ class LSTM(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the recurrence over x (batch, seq, input) and return the last (h, c), each (batch, hidden).
 
-        ``impl="fused"`` runs all steps in ``LSTMFunction`` (hand-derived backward, time-major);
+        ``impl="fused"`` runs all steps in ``lstm_layer`` (hand-derived backward, time-major);
         ``impl="autograd"`` runs ``lstm_cell`` in a Python loop, the readable reference.
         """
-        batch, seq, _ = x.shape
-        if self.impl == "fused":
-            x_tm = x.transpose(0, 1).reshape(seq * batch, -1)  # (seq*batch, input), time-major
-            # W_gx.t().contiguous(): autograd then computes W_gx's gradient as x^T dx_proj, several times
-            # faster than dx_proj^T x for a narrow input (10 one-hot digits).
-            x_proj = torch.addmm(self.b_g, x_tm, self.W_gx.t().contiguous())  # (seq*batch, 4*hidden)
-            _, (h, c) = lstm_sequence(x_proj.view(seq, batch, -1), self.W_gh, state)
+        if self.impl == "fused":  # the input projection joins each step's product inside lstm_layer
+            _, (h, c) = lstm_layer(x.transpose(0, 1), self.W_gx, self.b_g, self.W_gh, state)  # x: (seq, batch, in)
             return h, c
-        if state is None:
-            h = x.new_zeros(batch, self.hidden_size)  # (batch, hidden)
-            c = x.new_zeros(batch, self.hidden_size)  # (batch, hidden)
-        else:
-            h, c = state
+        last = initial = self._initial_state(x, state)
+        for last in self._cell_steps(x, initial):  # noqa: B007 (only the last state is wanted)
+            pass
+        return last
+
+    def _initial_state(
+        self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if state is not None:
+            return state
+        zeros = x.new_zeros(x.shape[0], self.hidden_size)  # (batch, hidden)
+        return zeros, zeros
+
+    def _cell_steps(
+        self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(h_t, c_t) for t = 1 ... T, each (batch, hidden), through ``lstm_cell`` (the autograd path)."""
+        h, c = state
         x_proj = torch.addmm(self.b_g, x.flatten(0, 1), self.W_gx.t())  # (batch*seq, 4*hidden)
         W_gh_t = self.W_gh.t()
-        for x_t in x_proj.view(batch, -1, 4 * self.hidden_size).unbind(1):  # (batch, 4*hidden)
+        for x_t in x_proj.view(x.shape[0], -1, 4 * self.hidden_size).unbind(1):  # (batch, 4*hidden)
             h, c = lstm_cell(x_t, h, c, W_gh_t)
-        return h, c
+            yield h, c
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, _ = self.hidden_states(x)  # (batch, hidden)
         return torch.addmm(self.b_p, h, self.W_ph.t())  # (batch, num_classes)
+
+    def step_states(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The logits and every cell state [c_1 ... c_T], each (batch, hidden) (``rnnkit.kinds.StepStates``,
+        for the gradient flow). The cell is the state the memory travels in: c_t = f_t c_{t-1} + i_t g_t,
+        and h_t = o_t tanh(c_t) is read from it, so the whole gradient reaching step t passes through c_t.
+        Computed through ``lstm_cell`` step by step whatever ``impl`` is (the same function; the fused
+        ``LSTMFunction`` keeps its per-step states inside), so autograd can reach every c_t."""
+        steps = list(self._cell_steps(x, self._initial_state(x, None)))
+        h = steps[-1][0] if steps else x.new_zeros(x.shape[0], self.hidden_size)  # (batch, hidden)
+        logits = torch.addmm(self.b_p, h, self.W_ph.t())  # (batch, num_classes)
+        return logits, [c for _, c in steps]  # T x (batch, hidden)
 
 
 def build(config: LSTMConfig, *, input_size: int, num_classes: int) -> LSTM:

@@ -6,12 +6,15 @@
 Only p_T (the last step) is returned: the palindrome task scores the final prediction. The input
 projection W_hx x_t + b_h is computed for all steps in one matmul; each step then costs one
 hidden-state matmul. Steps are taken with ``unbind`` (not ``x[:, t]`` slicing) so the backward pass
-stays linear in the sequence length.
+stays linear in the sequence length. ``step_states`` also returns every h_t, the tensors the next steps
+are computed from, so the gradient flow through time can be measured against them
+(``rnnkit.kinds.StepStates``, ``rnnkit.gradient_flow``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -54,6 +57,13 @@ class VanillaRNN(nn.Module):
 
     def hidden_states(self, x: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
         """Run the recurrence and return the last hidden state, (batch, hidden)."""
+        last = h
+        for last in self._steps(x, h):  # noqa: B007 (only the last state is wanted)
+            pass
+        return last if last is not None else x.new_zeros(x.shape[0], self.hidden_size)
+
+    def _steps(self, x: torch.Tensor, h: torch.Tensor | None) -> Iterator[torch.Tensor]:
+        """h_1 ... h_T, each (batch, hidden), from x (batch, seq, input) and h_0 (zeros if None)."""
         batch = x.shape[0]
         if h is None:
             h = x.new_zeros(batch, self.hidden_size)  # (batch, hidden)
@@ -61,11 +71,18 @@ class VanillaRNN(nn.Module):
         W_hh_t = self.W_hh.t()
         for x_t in x_proj.view(batch, -1, self.hidden_size).unbind(1):  # each (batch, hidden)
             h = torch.tanh(torch.addmm(x_t, h, W_hh_t))
-        return h
+            yield h
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.hidden_states(x)  # (batch, hidden)
         return torch.addmm(self.b_p, h, self.W_ph.t())  # (batch, num_classes)
+
+    def step_states(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The logits and every hidden state [h_1 ... h_T], each (batch, hidden): the tensors each next
+        step is computed from (``rnnkit.kinds.StepStates``, for the gradient flow)."""
+        states = list(self._steps(x, None))
+        h = states[-1] if states else x.new_zeros(x.shape[0], self.hidden_size)  # (batch, hidden)
+        return torch.addmm(self.b_p, h, self.W_ph.t()), states  # (batch, num_classes), T x (batch, hidden)
 
 
 def build(config: RNNConfig, *, input_size: int, num_classes: int) -> VanillaRNN:
