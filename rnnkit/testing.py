@@ -19,6 +19,7 @@ contract raises AssertionError saying what broke.
 
 from __future__ import annotations
 
+import random
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -193,3 +194,23 @@ def _check_step_states(model: Any, x: torch.Tensor, num_classes: int, name: str)
         ) from exc
     for t, grad in enumerate(grads, 1):
         assert torch.isfinite(grad).all(), f"{name}: step_states(x): no finite gradient at the state after step {t}"
+
+
+def bracket_text(chars: int, seed: int) -> str:
+    """A synthetic text for testing what a character model's states show (``inspect_states``): words
+    of the same letters inside and outside brackets, so that only the memory of "(" tells that ")" may
+    come, and a model that predicts ")" well must carry "inside brackets" in its state. Seeded."""
+    rng = random.Random(seed)
+    out, inside = [], False
+    while len(out) < chars:
+        out.extend(rng.choice("abcdef") for _ in range(rng.randint(1, 4)))
+        r = rng.random()
+        if not inside and r < 0.3:
+            out.append(" (")
+            inside = True
+        elif inside and r < 0.35:
+            out.append(") ")
+            inside = False
+        else:
+            out.append(" ")
+    return "".join(out)[:chars]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import random
 import re
 import shutil
 import subprocess
@@ -31,6 +30,7 @@ from rnnkit.inspection import (
 )
 from rnnkit.inspection_page import render_page
 from rnnkit.models.charlstm import CharLSTM, CharLSTMConfig
+from rnnkit.testing import bracket_text
 from tests.helpers import assert_one_line_error, run
 
 CHROMIUM = next(
@@ -126,25 +126,6 @@ def test_the_checker_catches_broken_states(model_class, message):
 
 
 # -- a unit that learns what only memory can tell ---------------------------------------------------
-
-
-def bracket_text(chars: int, seed: int) -> str:
-    """Words of the same letters inside and outside brackets; only the memory of "(" tells that ")" may
-    come, so a model that predicts ")" well must carry "inside brackets" in its state."""
-    rng = random.Random(seed)
-    out, inside = [], False
-    while len(out) < chars:
-        out.extend(rng.choice("abcdef") for _ in range(rng.randint(1, 4)))
-        r = rng.random()
-        if not inside and r < 0.3:
-            out.append(" (")
-            inside = True
-        elif inside and r < 0.35:
-            out.append(") ")
-            inside = False
-        else:
-            out.append(" ")
-    return "".join(out)[:chars]
 
 
 def train_tiny(model: torch.nn.Module, vocab: Vocabulary, text: str, steps: int, seq: int, seed: int) -> None:

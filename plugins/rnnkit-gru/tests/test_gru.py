@@ -1,14 +1,13 @@
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 import torch
 
 rnnkit_gru = pytest.importorskip("rnnkit_gru")
 
-from rnnkit.testing import check_model  # noqa: E402
+from rnnkit.testing import bracket_text, check_model  # noqa: E402
 
 
 def test_gru_matches_torch_gru_on_copied_weights():
@@ -55,24 +54,6 @@ def test_chargru_shows_its_hidden_state_and_gates():
     assert 0 <= states["update_gate"].min() and states["reset_gate"].max() <= 1
 
 
-def _bracket_text(chars: int, seed: int) -> str:
-    """The same letters inside and outside brackets: only the memory of "(" tells that ")" may come."""
-    rng = random.Random(seed)
-    out, inside = [], False
-    while len(out) < chars:
-        out.extend(rng.choice("abcdef") for _ in range(rng.randint(1, 4)))
-        r = rng.random()
-        if not inside and r < 0.3:
-            out.append(" (")
-            inside = True
-        elif inside and r < 0.35:
-            out.append(") ")
-            inside = False
-        else:
-            out.append(" ")
-    return "".join(out)[:chars]
-
-
 @pytest.fixture
 def one_thread():
     threads = torch.get_num_threads()
@@ -90,10 +71,10 @@ def test_a_short_training_grows_an_inside_brackets_unit_in_the_hidden_state(one_
     from rnnkit.inspection_page import render_page
 
     torch.manual_seed(1)
-    text = _bracket_text(20_000, seed=1)
+    text = bracket_text(20_000, seed=1)
     vocab = Vocabulary.from_text(text)
     model = rnnkit_gru.CharGRU(len(vocab), rnnkit_gru.CharGRUConfig(embedding_size=8, hidden_size=16, layers=1))
-    held_out = _bracket_text(2000, seed=1001)
+    held_out = bracket_text(2000, seed=1001)
     before = inspect_text(model, vocab, held_out, name="chargru").top("hidden", "inside brackets", 1)[0]
     ids = torch.tensor(vocab.encode(text))
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
