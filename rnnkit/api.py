@@ -29,7 +29,8 @@ from rnnkit.gcn import GCNSpec, compare, load_gcn_spec
 from rnnkit.kinds import KINDS
 from rnnkit.language_model import load_language_model, pretrained_path
 from rnnkit.registry import get_model
-from rnnkit.runner import CONFIG_FILE, METRICS_FILE, read_metrics, read_record, train_run
+from rnnkit.rundir import read_jsonl
+from rnnkit.runner import CONFIG_FILE, METRICS_FILE, read_record, train_run
 from rnnkit.sampling import check_sampling, generate, prompt_ids
 from rnnkit.spec import RunSpec, load_yaml, resolve_spec
 from rnnkit.training import Callback
@@ -54,7 +55,7 @@ class Run:
     def metrics(self) -> list[dict[str, Any]]:
         """The records of metrics.jsonl, in order: training means every ``log_every`` steps
         (``loss``, ``accuracy``, ``lr``, ``grad_norm``) and evaluations (``eval_*``)."""
-        return read_metrics(self.path / METRICS_FILE)[0]
+        return read_jsonl(self.path / METRICS_FILE)[0]
 
     @functools.cached_property
     def model(self) -> torch.nn.Module:

@@ -34,7 +34,6 @@ step-by-step autograd path) per record. ``rnnkit plot RUN --gradients`` draws th
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from typing import Any
 import torch
 
 from rnnkit.kinds import StepStates
+from rnnkit.rundir import read_jsonl
 
 #: The file of a run's gradient-flow records (``train.record_gradients``).
 GRADIENTS_FILE = "gradients.jsonl"
@@ -104,25 +104,13 @@ def flow_ratio(norms: list[float]) -> float:
 def read_gradients(run_dir: Path) -> list[dict[str, Any]]:
     """The records of ``run_dir``'s gradients.jsonl in order (none if it has none); a line a kill cut
     short, or one without a step and a list of norms, is skipped."""
-    try:
-        lines = (Path(run_dir) / GRADIENTS_FILE).read_text(encoding="utf-8", errors="replace").splitlines()
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    records = []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if (
-            isinstance(record, dict)
-            and isinstance(record.get("step"), int)
-            and isinstance(record.get("norms"), list)
-            and record["norms"]
-        ):
+    records, _ = read_jsonl(Path(run_dir) / GRADIENTS_FILE)
+    complete = []
+    for record in records:
+        if isinstance(record.get("step"), int) and isinstance(record.get("norms"), list) and record["norms"]:
             record["norms"] = [float(n) if isinstance(n, int | float) else math.nan for n in record["norms"]]
-            records.append(record)
-    return records
+            complete.append(record)
+    return complete
 
 
 def start_and_end(records: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:

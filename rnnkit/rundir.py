@@ -15,6 +15,7 @@ import os
 import socket
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from rnnkit.errors import RunError, RunLockedError
 
@@ -43,6 +44,29 @@ def latest_record(run_dir: Path, tail_bytes: int = 8192) -> dict | None:
         if isinstance(record, dict):
             return record
     return None
+
+
+def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The records of a run's JSON-lines log (metrics.jsonl, gradients.jsonl) and how many lines were
+    unreadable (a kill mid-write leaves a partial last line); none when the file is missing."""
+    records, bad = [], 0
+    try:
+        lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+    except (FileNotFoundError, NotADirectoryError):
+        return [], 0
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            bad += 1
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            bad += 1
+    return records, bad
 
 
 def prepare_run_dir(path: Path) -> Path:

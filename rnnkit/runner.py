@@ -57,8 +57,8 @@ from rnnkit.memory import memory_budget
 from rnnkit.progress import TrainingProgress, may_stop_early
 from rnnkit.provenance import gather_provenance, mark_ended, resumed_provenance
 from rnnkit.registry import get_model
-from rnnkit.rundir import CONFIG_FILE, METRICS_FILE, RunLock, claim_new_run_dir
-from rnnkit.spec import RunSpec, parse_yaml_text
+from rnnkit.rundir import CONFIG_FILE, METRICS_FILE, RunLock, claim_new_run_dir, read_jsonl
+from rnnkit.spec import RECORDING_SETTINGS, RunSpec, parse_yaml_text
 from rnnkit.task import Task
 from rnnkit.tasks import TASK_TYPES
 from rnnkit.training import Callback, StepStats, Trainer
@@ -165,12 +165,12 @@ def saved_spec(run_dir: Path) -> dict[str, Any] | None:
 def spec_differences(saved: dict[str, Any], planned: dict[str, Any], prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two resolved specs. ``out_dir`` is not the run's, and a
     key the saved spec lacks is a setting added since it was written (its default applied then). ``log``
-    (dashboards) and ``train.record_gradients`` (a measurement) change nothing in the training."""
+    (dashboards) and ``RECORDING_SETTINGS`` (measurements) change nothing in the training."""
     keys = [
         k
         for k in dict.fromkeys([*saved, *planned])
         if not (prefix == "" and k in ("out_dir", "log"))
-        and not (prefix == "train." and k == "record_gradients")
+        and (prefix.rstrip("."), k) not in RECORDING_SETTINGS
         and k in saved
     ]
     diffs = []
@@ -539,34 +539,11 @@ def _record_failure(run_dir: Path, base_meta: dict[str, Any], step: int, error: 
         pass  # the disk that failed the run may refuse this too; the error itself still propagates
 
 
-def read_metrics(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """The records of a metrics.jsonl and how many lines were unreadable (a kill mid-write leaves a
-    partial last line)."""
-    records, bad = [], 0
-    try:
-        lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
-    except FileNotFoundError:
-        return [], 0
-    for line in lines:
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            bad += 1
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-        else:
-            bad += 1
-    return records, bad
-
-
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop records logged after ``step`` (training the checkpoint does not hold) and unreadable lines."""
     if not path.is_file():
         return
-    records, bad = read_metrics(path)
+    records, bad = read_jsonl(path)
     if bad:
         warnings.warn(
             f"{path}: dropped {bad} unreadable line{'s' if bad > 1 else ''} (a write cut short by a crash)",

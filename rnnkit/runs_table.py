@@ -17,8 +17,8 @@ from typing import Any
 
 from rnnkit.checkpoint import CHECKPOINT_LINK, META_FILE, read_meta
 from rnnkit.errors import CheckpointError, UsageError
-from rnnkit.rundir import CONFIG_FILE, LOCK_FILE, METRICS_FILE, is_locked
-from rnnkit.runner import read_metrics, saved_spec
+from rnnkit.rundir import CONFIG_FILE, LOCK_FILE, METRICS_FILE, is_locked, read_jsonl
+from rnnkit.runner import saved_spec
 
 #: The main metric of each task: (its name, the key of the run's final metrics). Text runs are judged
 #: by bits per character on the validation text, graph runs by the test accuracy at the best validation
@@ -95,7 +95,7 @@ def main_metric(task: str | None, record: dict[str, Any], run_dir: Path) -> tupl
     final = record.get("final_metrics")
     if isinstance(final, dict) and _number(final.get(key)) is not None:
         return name, _number(final.get(key))
-    records, _ = read_metrics(run_dir / METRICS_FILE)
+    records, _ = read_jsonl(run_dir / METRICS_FILE)
     for logged in reversed(records):
         value = _number(logged.get(f"eval_{key}"))
         if value is not None:

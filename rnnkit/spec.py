@@ -95,6 +95,12 @@ class LogConfig:
     wandb_project: str = "rnnkit"
 
 
+#: Settings that change what a run records, not what it trains, as (section, key): never part of a
+#: sweep run's hash (``rnnkit.sweep.spec_hash``) and never a difference that stops a resume
+#: (``rnnkit.runner.spec_differences``), like the ``log`` section.
+RECORDING_SETTINGS = (("train", "record_gradients"),)
+
+
 @dataclass
 class RunSpec:
     """A fully resolved run: every field typed and filled."""

@@ -48,7 +48,7 @@ from rnnkit.memory import memory_budget
 from rnnkit.registry import get_model
 from rnnkit.rundir import RunLock, is_locked, prepare_run_dir
 from rnnkit.runner import read_record, saved_spec, spec_differences
-from rnnkit.spec import RunSpec, load_yaml, parse_override, resolve_spec
+from rnnkit.spec import RECORDING_SETTINGS, RunSpec, load_yaml, parse_override, resolve_spec
 from rnnkit.sweep_job import Executor, Job, finished_result, run_job, worker_init
 from rnnkit.task import Task
 from rnnkit.tasks import TASK_TYPES
@@ -174,12 +174,6 @@ LATER_SETTINGS = {
     ("model", "impl"): "fused",
     ("model", "scratch_impl"): "fused",
 }
-
-
-#: Settings that change what a run records, not what it trains: never part of the hash (like ``log``),
-#: so a sweep finds its runs whichever way they are set (``rnnkit.runner.spec_differences`` ignores
-#: them too).
-RECORDING_SETTINGS = (("train", "record_gradients"),)
 
 
 def spec_hash(spec: RunSpec) -> str:

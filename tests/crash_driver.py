@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 
 from rnnkit.checkpoint import checkpoint_dir, load_checkpoint
-from rnnkit.runner import METRICS_FILE, MetricsWriter, finished_meta, read_metrics, train_run
+from rnnkit.rundir import read_jsonl
+from rnnkit.runner import METRICS_FILE, MetricsWriter, finished_meta, train_run
 from rnnkit.spec import resolve_spec
 from rnnkit.sweep import SweepPlan, read_results, run_sweep
 
@@ -130,7 +131,7 @@ def _weights(run_dir: Path) -> dict[str, list]:
 
 
 def _metrics(run_dir: Path) -> list[dict]:
-    records, bad = read_metrics(run_dir / METRICS_FILE)
+    records, bad = read_jsonl(run_dir / METRICS_FILE)
     assert bad == 0, f"{bad} unreadable metrics lines left in {run_dir}"
     return [{k: v for k, v in r.items() if k != "elapsed"} for r in records]
 

@@ -17,7 +17,8 @@ import torch
 from rnnkit.dashboards import scalars
 from rnnkit.errors import SpecError, UsageError
 from rnnkit.provenance import git_commit, mark_ended, resumed_provenance
-from rnnkit.runner import read_metrics, spec_differences, train_run
+from rnnkit.rundir import read_jsonl
+from rnnkit.runner import spec_differences, train_run
 from rnnkit.spec import LogConfig, load_spec, resolve_spec
 from rnnkit.sweep import plan_sweep, run_sweep, spec_hash
 from rnnkit.training import Callback
@@ -59,7 +60,7 @@ def test_a_run_logs_every_metric_to_tensorboard(tmp_path, tensorboard):
     meta = train_run(spec)
     run_dir = Path(meta["run_dir"])
     assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
-    records, _ = read_metrics(run_dir / "metrics.jsonl")
+    records, _ = read_jsonl(run_dir / "metrics.jsonl")
     acc = board(run_dir)
     tags = set(acc.Tags()["scalars"])
     assert {"train/loss", "train/accuracy", "train/lr", "train/grad_norm", "eval/loss", "eval/accuracy"} <= tags
@@ -114,7 +115,7 @@ def test_a_resumed_run_continues_its_board_without_duplicates(tmp_path, tensorbo
     assert len(list(run_dir.glob("events.out.tfevents.*"))) == 2
     steps = scalar_steps(acc, "train/loss")
     assert steps == list(range(5, 41, 5))  # step 25 once: the first process's is purged
-    records, _ = read_metrics(run_dir / "metrics.jsonl")
+    records, _ = read_jsonl(run_dir / "metrics.jsonl")
     logged = [r["loss"] for r in records if "loss" in r]
     assert [e.value for e in acc.Scalars("train/loss")] == pytest.approx(logged, rel=1e-6)
     assert scalar_steps(acc, "eval/loss") == [10, 20, 30, 40]
@@ -228,7 +229,7 @@ def test_weights_and_biases_offline(tmp_path, monkeypatch):
             history.setdefault(r.history.step.num, {}).update(items)
     assert [s for s, h in sorted(history.items()) if "train/loss" in h] == [10, 20, 30]
     assert [s for s, h in sorted(history.items()) if "eval/accuracy" in h] == [10, 20, 30]
-    records_logged, _ = read_metrics(Path(meta["run_dir"]) / "metrics.jsonl")
+    records_logged, _ = read_jsonl(Path(meta["run_dir"]) / "metrics.jsonl")
     assert history[30]["train/loss"] == pytest.approx(records_logged[-2]["loss"])
 
 
